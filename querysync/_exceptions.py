@@ -1,0 +1,65 @@
+"""The querysync exception tree.
+
+    QuerySyncError
+    ├── ConfigurationError        a call that cannot work as written (no scheduler, bad window)
+    ├── CacheError
+    │   ├── CacheCorruptError     the SQLite file cannot be read as a cache
+    │   ├── CacheSecurityError    the directory is writable by others, or a row asks to unpickle
+    │   └── CacheClosedError      the cache was used after close()
+    ├── FetchError                a fetcher failed (wraps the cause; the entry keeps its data)
+    └── SourceError               a stream source gave up
+        └── AuthenticationError   the server closed with 1008: retrying is pointless
+
+Errors from aiohttp, pydantic and sqlite are translated at the boundary with
+``raise ... from exc``; they never leak raw from a public call.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthenticationError",
+    "CacheClosedError",
+    "CacheCorruptError",
+    "CacheError",
+    "CacheSecurityError",
+    "ConfigurationError",
+    "FetchError",
+    "QuerySyncError",
+    "SourceError",
+]
+
+
+class QuerySyncError(Exception):
+    """Base of every error querysync raises on purpose."""
+
+
+class ConfigurationError(QuerySyncError):
+    """A call that cannot work as written."""
+
+
+class CacheError(QuerySyncError):
+    """Something is wrong with the query cache or its directory."""
+
+
+class CacheCorruptError(CacheError):
+    """The cache's SQLite file cannot be read (truncated, overwritten, not a database)."""
+
+
+class CacheSecurityError(CacheError):
+    """The cache directory or one of its rows is not trustworthy."""
+
+
+class CacheClosedError(CacheError):
+    """The cache was used after ``close()``."""
+
+
+class FetchError(QuerySyncError):
+    """A fetcher failed; ``__cause__`` holds what it raised."""
+
+
+class SourceError(QuerySyncError):
+    """A stream source gave up (connection refused for good, closed with a final code)."""
+
+
+class AuthenticationError(SourceError):
+    """The server rejected the credentials (close code 1008)."""

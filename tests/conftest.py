@@ -1,0 +1,3 @@
+"""Shared fixtures: nothing here replaces aiohttp, diskcache or the event loop."""
+
+from __future__ import annotations
