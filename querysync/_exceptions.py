@@ -7,6 +7,7 @@
     │   ├── CacheSecurityError    the directory is writable by others, or a row asks to unpickle
     │   └── CacheClosedError      the cache was used after close()
     ├── FetchError                a fetcher failed (wraps the cause; the entry keeps its data)
+    │   └── ResourceGone          the server answered 404: the resource no longer exists
     └── SourceError               a stream source gave up
         └── AuthenticationError   the server closed with 1008: retrying is pointless
 
@@ -25,6 +26,7 @@ __all__ = [
     "ConfigurationError",
     "FetchError",
     "QuerySyncError",
+    "ResourceGone",
     "SourceError",
 ]
 
@@ -55,6 +57,10 @@ class CacheClosedError(CacheError):
 
 class FetchError(QuerySyncError):
     """A fetcher failed; ``__cause__`` holds what it raised."""
+
+
+class ResourceGone(FetchError):
+    """The server answered 404: the resource no longer exists."""
 
 
 class SourceError(QuerySyncError):

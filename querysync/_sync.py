@@ -1,0 +1,198 @@
+"""``sync``: keep a QueryCache true to a NodeTool server, from its WebSocket feed and REST API."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from reactivex import abc
+
+from ._keys import KeyRegistry
+from ._nodetool import LIST_KEYS, NodeToolApi
+from ._pipeline import Pipeline, Refetch, build_pipeline
+from .operators import RejectHandler
+
+if TYPE_CHECKING:
+    from .sinks import QueryCache
+    from .streams import WebSocketSource
+
+__all__ = ["Sync", "sync"]
+
+log = logging.getLogger("querysync.sync")
+
+
+class Sync:
+    """A running pipeline that keeps ``cache`` in step with one NodeTool server.
+
+    Built by :func:`sync`. ``mirror`` (default True) keeps every list key fresh and every
+    resource that changes while it runs cached at its latest state (removed when
+    deleted); with ``mirror=False`` only keys someone watches are refetched, as in
+    TanStack Query. Stop it with ``await s.stop()`` or ``async with``.
+    """
+
+    def __init__(
+        self,
+        *,
+        source: WebSocketSource,
+        cache: QueryCache,
+        api: NodeToolApi,
+        pipeline: Pipeline,
+        session: aiohttp.ClientSession | None,
+        owns_cache: bool,
+        mirror: bool,
+    ) -> None:
+        self.source = source
+        self.cache = cache
+        self.api = api
+        self.pipeline = pipeline
+        self.mirror = mirror
+        self._session = session
+        self._owns_cache = owns_cache
+        self._subscription: abc.DisposableBase | None = None
+        self._done = asyncio.get_running_loop().create_future()
+        self.error: BaseException | None = None
+
+    def _start(self) -> None:
+        self._subscription = self.pipeline.observable.subscribe(
+            on_error=self._on_error, on_completed=self._on_completed
+        )
+        if self.mirror:
+            for key in LIST_KEYS:
+                self.cache.prefetch(key)
+
+    def _on_error(self, error: Exception) -> None:
+        log.error("sync stopped: %s", error)
+        self.error = error
+        if not self._done.done():
+            self._done.set_result(None)
+
+    def _on_completed(self) -> None:
+        if not self._done.done():
+            self._done.set_result(None)
+
+    async def wait_closed(self) -> None:
+        """Return when the feed has ended for good (an authentication error, a final close)."""
+        await asyncio.shield(self._done)
+
+    def counts(self) -> dict[str, int]:
+        """Source, pipeline and cache counters in one flat dict."""
+        out: dict[str, int] = {}
+        for name, value in self.source.counts.items():
+            out[f"source.{name}"] = value
+        out.update(self.pipeline.counts())
+        for name, value in self.cache.stats().items():
+            out[f"cache.{name}"] = value
+        return out
+
+    async def settle(self, *, quiet: float | None = None) -> None:
+        """Wait until the feed has been quiet for ``quiet`` seconds and the cache is idle.
+
+        ``quiet`` defaults to twice the throttle window (at least 0.2 s), long enough for
+        every held trailing update to come out of the throttle. Bound it with
+        ``asyncio.timeout`` when the feed may never go quiet.
+        """
+        window = self.pipeline.window or 0.0
+        quiet = quiet if quiet is not None else max(2 * window, 0.2)
+        while True:
+            before = self.source.counts["frames"]
+            await asyncio.sleep(quiet)
+            await self.cache.wait_idle()
+            if self.source.counts["frames"] == before:
+                return
+
+    async def stop(self) -> None:
+        """Unsubscribe, close the connection, finish fetches and flush the cache to disk."""
+        if self._subscription is not None:
+            self._subscription.dispose()
+            self._subscription = None
+        await self.source.close()
+        if self._owns_cache:
+            await self.cache.aclose()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        if not self._done.done():
+            self._done.set_result(None)
+
+    async def __aenter__(self) -> Sync:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
+async def sync(
+    ws_url: str,
+    api_url: str,
+    cache: QueryCache | str | os.PathLike[str],
+    *,
+    token: str | None = None,
+    window: float | None = 0.25,
+    mirror: bool = True,
+    registry: KeyRegistry | None = None,
+    session: aiohttp.ClientSession | None = None,
+    on_reject: RejectHandler | None = None,
+    source_options: dict[str, Any] | None = None,
+    on_source: Callable[[WebSocketSource], None] | None = None,
+) -> Sync:
+    """A running :class:`Sync` that keeps a query cache in step with a NodeTool server.
+
+    ``ws_url`` is the server's ``/ws`` endpoint, ``api_url`` its REST base. ``cache`` is a
+    :class:`querysync.sinks.QueryCache` or a directory to open one in (closed by
+    ``stop()``). ``window`` is the per-resource throttle in seconds (default 0.25).
+    ``registry`` defaults to :func:`querysync.nodetool_registry`. ``session`` is an
+    aiohttp session to use for both the WebSocket and REST (not closed by ``stop()``).
+    ``source_options`` go to :func:`querysync.streams.websocket` (backoff, timeouts...).
+    """
+    from .sinks import QueryCache
+    from .streams import websocket
+
+    owns_session = session is None
+    http = session if session is not None else aiohttp.ClientSession()
+    owns_cache = not isinstance(cache, QueryCache)
+    qc = QueryCache(cache) if not isinstance(cache, QueryCache) else cache
+    try:
+        api = NodeToolApi(api_url, http, token=token)
+        api.register(qc)
+        source = websocket(
+            ws_url, token=token, session=http, on_reject=on_reject, **(source_options or {})
+        )
+        if on_source is not None:
+            on_source(source)
+        refetch: Refetch = "all" if mirror else "active"
+        pipeline = build_pipeline(
+            source,
+            qc,
+            window=window,
+            registry=registry,
+            refetch=refetch,
+            fetch_missing=mirror,
+            on_reject=on_reject,
+        )
+        running = Sync(
+            source=source,
+            cache=qc,
+            api=api,
+            pipeline=pipeline,
+            session=http if owns_session else None,
+            owns_cache=owns_cache,
+            mirror=mirror,
+        )
+        running._start()
+    except BaseException:
+        if owns_cache:
+            qc.close()
+        if owns_session:
+            await http.close()
+        raise
+    return running

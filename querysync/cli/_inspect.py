@@ -1,0 +1,48 @@
+"""``querysync inspect DIR``: what a cache holds, how fresh it is."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from rich.console import Console
+from rich.table import Table
+
+from querysync.sinks import QueryCache
+
+__all__ = ["run_inspect"]
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    """Print every entry (key, stale, etag, age); 0 on success."""
+    now = time.time()
+    with QueryCache(args.directory) as cache:
+        entries = [e for e in (cache.get(k) for k in sorted(cache.keys(), key=repr)) if e]
+    if args.json:
+        for e in entries:
+            print(
+                json.dumps(
+                    {
+                        "key": list(e.key),
+                        "stale": e.stale,
+                        "etag": e.etag,
+                        "age": round(now - e.updated_at, 3),
+                        "error": e.error,
+                    }
+                )
+            )
+        return 0
+    table = Table(title=f"{args.directory}: {len(entries)} entries")
+    for column in ("key", "stale", "etag", "age (s)", "error"):
+        table.add_column(column)
+    for e in entries:
+        table.add_row(
+            json.dumps(list(e.key)),
+            "stale" if e.stale else "fresh",
+            e.etag or "",
+            f"{now - e.updated_at:.1f}",
+            e.error or "",
+        )
+    Console().print(table)
+    return 0

@@ -1,0 +1,56 @@
+"""``querysync sync``: mirror a NodeTool server into a cache until interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import sys
+
+from rich.console import Console
+from rich.live import Live
+
+from querysync import AuthenticationError
+from querysync._sync import sync
+
+from ._signals import stop_on_signals
+from ._view import counters_table
+
+__all__ = ["run_sync"]
+
+log = logging.getLogger("querysync.cli")
+
+
+async def run_sync(args: argparse.Namespace) -> int:
+    """Run until SIGINT/SIGTERM or a final error; the cache is flushed and closed either way."""
+    console = Console(stderr=True)
+    running = await sync(args.ws, args.api, args.cache, token=args.token, window=args.window)
+    try:
+        with stop_on_signals() as stop:
+            ended = asyncio.ensure_future(running.wait_closed())
+            stopped = asyncio.ensure_future(stop.wait())
+            live = (
+                contextlib.nullcontext()
+                if args.no_live or not console.is_terminal
+                else Live(console=console, refresh_per_second=4)
+            )
+            with live as view:
+                while not (ended.done() or stopped.done()):
+                    await asyncio.wait({ended, stopped}, timeout=0.25)
+                    if view is not None:
+                        view.update(
+                            counters_table(
+                                running.counts(),
+                                title=f"querysync sync → {args.cache}",
+                                state=str(running.source.state),
+                            )
+                        )
+            ended.cancel()
+            stopped.cancel()
+    finally:
+        await running.stop()
+    if running.error is not None:
+        print(f"querysync sync: {running.error}", file=sys.stderr)
+        return 2 if isinstance(running.error, AuthenticationError) else 1
+    return 0
