@@ -17,6 +17,7 @@ from ._exceptions import (
     ConfigurationError,
     FetchError,
     QuerySyncError,
+    ResourceGone,
     SourceError,
 )
 from ._keys import (
@@ -49,6 +50,7 @@ __all__ = [
     "Rejected",
     "Resource",
     "ResourceChangeUpdate",
+    "ResourceGone",
     "Resync",
     "SourceError",
     "__version__",
