@@ -99,6 +99,9 @@ def throttle_per_resource(
     pass through at once. A resource's state is dropped when its window closes with
     nothing held. One pending timer serves all windows (they close in the order they
     opened), so no thread and no timer per resource.
+
+    ``window`` is seconds (or a ``timedelta``), finite and greater than zero; anything
+    else raises :class:`querysync.ConfigurationError` here, at the call.
     """
     return throttle_per_resource_(window, scheduler)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter, deque
 from collections.abc import Hashable
 from datetime import datetime, timedelta
@@ -10,6 +11,7 @@ from typing import Any
 from reactivex import Observable, abc, typing
 from reactivex.disposable import CompositeDisposable, Disposable, SerialDisposable
 
+from querysync._exceptions import ConfigurationError
 from querysync._model import ResourceChangeUpdate
 from querysync._signals import Resync
 
@@ -29,10 +31,22 @@ class _Window:
         self.held: ResourceChangeUpdate | None = None
 
 
+def _check_window(window: typing.RelativeTime) -> None:
+    # Checked at the call, not at subscription: a bad window is a mistake in the code
+    # that builds the pipeline, and should fail there rather than as an on_error later.
+    seconds = window.total_seconds() if isinstance(window, timedelta) else float(window)
+    if not (seconds > 0 and math.isfinite(seconds)):  # `not >` also catches NaN
+        raise ConfigurationError(
+            f"window must be a finite number of seconds greater than zero, got {window!r}"
+        )
+
+
 def throttle_per_resource_(
     window: typing.RelativeTime,
     scheduler: abc.SchedulerBase | None = None,
 ) -> Stage[_Item, _Item]:
+    _check_window(window)
+
     def build(source: Observable[_Item], counts: Counter[str]) -> Observable[_Item]:
         def subscribe(
             observer: abc.ObserverBase[_Item],
@@ -40,8 +54,6 @@ def throttle_per_resource_(
         ) -> abc.DisposableBase:
             sched = resolve_scheduler(scheduler, scheduler_)
             duration = sched.to_timedelta(window)
-            if duration <= timedelta(0):
-                raise ValueError("window must be greater than zero")
 
             open_windows: dict[Hashable, _Window] = {}
             # Every window lasts the same time, so windows close in the order they
