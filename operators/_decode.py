@@ -43,7 +43,10 @@ def decode_frame(frame: object) -> dict[str, Any]:
         raise _Undecodable("frame nests too deeply") from exc
     except Exception as exc:  # json, msgpack and codec errors have no common base
         kind = "JSON" if isinstance(frame, str) else "MessagePack"
-        raise _Undecodable(f"undecodable {kind} frame: {exc}") from exc
+        # Some decoder errors carry no message (msgpack's StackError on deep nesting);
+        # the class name is then the only readable part.
+        detail = str(exc) or type(exc).__name__
+        raise _Undecodable(f"undecodable {kind} frame: {detail}") from exc
     if not isinstance(value, dict):
         raise _Undecodable(f"a message must be an object, got {type(value).__name__}")
     return value
