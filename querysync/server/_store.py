@@ -1,0 +1,327 @@
+"""The in-memory resource store of the embedded server, and the changes it announces."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from querysync._exceptions import QuerySyncError
+from querysync._model import ChangeEvent
+
+from ._etag import etag_of
+
+__all__ = [
+    "RESOURCE_TYPES",
+    "ChangeListener",
+    "InvalidResource",
+    "ResourceStore",
+    "UnknownResource",
+]
+
+log = logging.getLogger("querysync.server")
+
+ChangeListener = Callable[[ChangeEvent, str, dict[str, Any]], None]
+"""Called with ``(event, resource_type, resource)`` for every change; ``resource`` is a copy."""
+
+# Fields the server owns: a write that names them is not an error, they are just not taken.
+_SERVER_FIELDS = frozenset({"id", "etag", "user_id", "created_at", "updated_at"})
+_REQUIRED = object()
+
+
+@dataclass(frozen=True, slots=True)
+class _Field:
+    types: tuple[type, ...]
+    default: Any = _REQUIRED
+
+    def accepts(self, value: Any) -> bool:
+        # bool is an int in Python; a JSON true is not a version number.
+        if isinstance(value, bool) and bool not in self.types:
+            return False
+        return isinstance(value, self.types)
+
+
+_STR = (str,)
+_OPT_STR = (str, type(None))
+
+
+@dataclass(frozen=True, slots=True)
+class _Schema:
+    fields: Mapping[str, _Field]
+    # (field, resource type) pairs: the field must name an existing resource of that type.
+    parents: tuple[tuple[str, str], ...] = ()
+    # Children deleted with the resource: (resource type, field that points back here).
+    children: tuple[tuple[str, str], ...] = ()
+
+
+_SCHEMAS: dict[str, _Schema] = {
+    "workflow": _Schema(
+        {
+            "name": _Field(_STR),
+            "access": _Field(_STR),
+            "graph": _Field((dict,)),
+            "description": _Field(_STR, ""),
+            "tags": _Field((list,), []),
+        },
+        children=(("workflowversion", "workflow_id"),),
+    ),
+    "workflowversion": _Schema(
+        {
+            "workflow_id": _Field(_STR),
+            "version": _Field((int,), 0),
+            "name": _Field(_STR, ""),
+            "graph": _Field((dict,), {}),
+        },
+        parents=(("workflow_id", "workflow"),),
+    ),
+    "job": _Schema(
+        {
+            "workflow_id": _Field(_STR),
+            "job_type": _Field(_STR, "workflow"),
+            "status": _Field(_STR, "queued"),
+            "params": _Field((dict,), {}),
+            "error": _Field(_OPT_STR, None),
+        }
+    ),
+    "asset": _Schema(
+        {
+            "name": _Field(_STR),
+            "content_type": _Field(_STR),
+            "parent_id": _Field(_OPT_STR, None),
+            "workflow_id": _Field(_OPT_STR, None),
+            "metadata": _Field((dict, type(None)), None),
+        }
+    ),
+    "thread": _Schema(
+        {"title": _Field(_OPT_STR, None)},
+        children=(("message", "thread_id"),),
+    ),
+    "message": _Schema(
+        {
+            "thread_id": _Field(_STR),
+            "role": _Field(_STR, "user"),
+            "content": _Field((str, list, dict, type(None)), None),
+        },
+        parents=(("thread_id", "thread"),),
+    ),
+    "workspace": _Schema(
+        {
+            "name": _Field(_STR),
+            "path": _Field(_STR),
+            "is_default": _Field((bool,), False),
+        }
+    ),
+    "secret": _Schema(
+        {
+            "key": _Field(_STR),
+            "description": _Field(_STR, ""),
+            "is_configured": _Field((bool,), False),
+        }
+    ),
+}
+
+RESOURCE_TYPES: tuple[str, ...] = tuple(_SCHEMAS)
+"""The writable resource types, as NodeTool names them in ``resource_change``."""
+
+
+class UnknownResource(QuerySyncError, LookupError):
+    """No resource of that type has that id (REST answers 404)."""
+
+    def __init__(self, resource_type: str, resource_id: str) -> None:
+        super().__init__(f"{resource_type.capitalize()} not found")
+        self.resource_type = resource_type
+        self.resource_id = resource_id
+
+
+class InvalidResource(QuerySyncError, ValueError):
+    """The fields of a write are not acceptable (REST answers 422).
+
+    ``errors`` holds one FastAPI-style dict per problem: ``{"type", "loc", "msg"}``.
+    """
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__("; ".join(f"{e['loc'][-1]}: {e['msg']}" for e in errors))
+        self.errors = errors
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+class ResourceStore:
+    """Resources by type and id, each a JSON dict carrying its ``id`` and ``etag``.
+
+    Every write announces itself to the listeners, as the live server does: a create
+    as ``updated`` then ``created`` (same etag), an update as ``updated``, a delete as
+    ``deleted`` with the last state. Deleting a workflow or a thread deletes its
+    versions or messages first, each with its own ``deleted``. Lists come back in
+    creation order. All calls are synchronous and must come from the event loop's
+    thread, since listeners write to the connections.
+    """
+
+    __slots__ = ("_data", "_listeners", "_new_id")
+
+    def __init__(self, *, new_id: Callable[[], str] | None = None) -> None:
+        """An empty store; ``new_id`` makes ids for creates without one (uuid4 hex)."""
+        self._new_id = new_id or (lambda: uuid.uuid4().hex)
+        self._data: dict[str, dict[str, dict[str, Any]]] = {t: {} for t in RESOURCE_TYPES}
+        self._listeners: list[ChangeListener] = []
+
+    def subscribe(self, listener: ChangeListener) -> Callable[[], None]:
+        """Add a listener; the returned function removes it."""
+        self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return unsubscribe
+
+    def get(self, resource_type: str, resource_id: str) -> dict[str, Any]:
+        """A copy of one resource; raises :class:`UnknownResource`."""
+        return copy.deepcopy(self._get(resource_type, resource_id))
+
+    def exists(self, resource_type: str, resource_id: str) -> bool:
+        """True when the resource is in the store."""
+        return resource_id in self._table(resource_type)
+
+    def select(self, resource_type: str, **where: Any) -> list[dict[str, Any]]:
+        """Copies of the resources of a type whose fields equal ``where``, oldest first."""
+        return [
+            copy.deepcopy(r)
+            for r in self._table(resource_type).values()
+            if all(r.get(k) == v for k, v in where.items())
+        ]
+
+    def snapshot(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """A deep copy of everything: ``{resource_type: {id: resource}}`` for every type."""
+        return copy.deepcopy(self._data)
+
+    def create(
+        self, resource_type: str, fields: Mapping[str, Any], *, id: str | None = None
+    ) -> dict[str, Any]:
+        """Create a resource from ``fields`` (defaults filled in) and announce it.
+
+        ``id`` picks the id (an :class:`InvalidResource` if taken); otherwise a fresh
+        uuid hex. Fields the server owns (``id``, ``etag``, timestamps) are not taken
+        from ``fields``; fields the schema does not know are kept as they are.
+        """
+        schema = self._schema(resource_type)
+        table = self._table(resource_type)
+        if id is not None and (not isinstance(id, str) or not id):
+            raise InvalidResource([_error("string_type", "id", "Input should be a string")])
+        rid = id if id is not None else self._new_id()
+        if rid in table:
+            raise InvalidResource([_error("value_error", "id", f"id {rid!r} already exists")])
+        body = _writable(resource_type, fields)
+        for name, spec in schema.fields.items():
+            if name not in body:
+                if spec.default is _REQUIRED:
+                    continue
+                body[name] = copy.deepcopy(spec.default)
+        self._validate(schema, body, partial=False)
+        if resource_type == "workflowversion" and not body.get("version"):
+            siblings = self.select("workflowversion", workflow_id=body["workflow_id"])
+            body["version"] = 1 + len(siblings)
+        now = _now()
+        resource: dict[str, Any] = {
+            "id": rid,
+            "user_id": "1",
+            **body,
+            "created_at": now,
+            "updated_at": now,
+        }
+        resource["etag"] = etag_of(resource)
+        table[rid] = resource
+        # The live server's save() announces an update before the create, same etag.
+        self._emit("updated", resource_type, resource)
+        self._emit("created", resource_type, resource)
+        return copy.deepcopy(resource)
+
+    def update(
+        self, resource_type: str, resource_id: str, fields: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Merge ``fields`` into a resource, give it a new etag and announce it."""
+        schema = self._schema(resource_type)
+        current = self._get(resource_type, resource_id)
+        body = _writable(resource_type, fields)
+        self._validate(schema, body, partial=True)
+        updated = {**copy.deepcopy(current), **body, "updated_at": _now()}
+        updated["etag"] = etag_of(updated)
+        self._table(resource_type)[resource_id] = updated
+        self._emit("updated", resource_type, updated)
+        return copy.deepcopy(updated)
+
+    def delete(self, resource_type: str, resource_id: str) -> dict[str, Any]:
+        """Remove a resource (and its children) and announce it; returns its last state."""
+        schema = self._schema(resource_type)
+        self._get(resource_type, resource_id)
+        for child_type, back_ref in schema.children:
+            for child in self.select(child_type, **{back_ref: resource_id}):
+                self.delete(child_type, child["id"])
+        last = self._table(resource_type).pop(resource_id)
+        self._emit("deleted", resource_type, last)
+        return copy.deepcopy(last)
+
+    def _schema(self, resource_type: str) -> _Schema:
+        try:
+            return _SCHEMAS[resource_type]
+        except KeyError:
+            raise InvalidResource(
+                [_error("enum", "resource_type", f"unknown resource type {resource_type!r}")]
+            ) from None
+
+    def _table(self, resource_type: str) -> dict[str, dict[str, Any]]:
+        self._schema(resource_type)
+        return self._data[resource_type]
+
+    def _get(self, resource_type: str, resource_id: str) -> dict[str, Any]:
+        try:
+            return self._table(resource_type)[resource_id]
+        except KeyError:
+            raise UnknownResource(resource_type, resource_id) from None
+
+    def _validate(self, schema: _Schema, body: dict[str, Any], *, partial: bool) -> None:
+        errors: list[dict[str, Any]] = []
+        for name, spec in schema.fields.items():
+            if name not in body:
+                if not partial and spec.default is _REQUIRED:
+                    errors.append(_error("missing", name, "Field required"))
+            elif not spec.accepts(body[name]):
+                kinds = " or ".join(t.__name__ for t in spec.types).replace("NoneType", "null")
+                errors.append(_error("type_error", name, f"Input should be {kinds}"))
+        for name, parent_type in schema.parents:
+            value = body.get(name)
+            if isinstance(value, str) and value not in self._data[parent_type]:
+                errors.append(_error("value_error", name, f"{parent_type} {value!r} not found"))
+        if errors:
+            raise InvalidResource(errors)
+
+    def _emit(self, event: ChangeEvent, resource_type: str, resource: dict[str, Any]) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(event, resource_type, copy.deepcopy(resource))
+            except Exception:
+                # A broken listener must not undo a write that already happened.
+                log.exception("resource change listener raised")
+
+
+def _writable(resource_type: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+    if not isinstance(fields, Mapping):
+        raise InvalidResource(
+            [_error("model_attributes_type", "body", "Input should be an object")]
+        )
+    body = {k: copy.deepcopy(v) for k, v in fields.items() if k not in _SERVER_FIELDS}
+    if resource_type == "secret" and "value" in body:
+        # The real API never hands a secret's value back; it only says one is set.
+        value = body.pop("value")
+        body["is_configured"] = bool(value)
+    return body
+
+
+def _error(kind: str, name: str, msg: str) -> dict[str, Any]:
+    return {"type": kind, "loc": ["body", name], "msg": msg}

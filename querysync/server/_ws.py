@@ -1,0 +1,341 @@
+"""The /ws endpoint: connections, their framing mode, their send queues and commands."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import msgpack
+from aiohttp import WSMsgType, web
+
+from ._auth import ws_auth_failure
+
+__all__ = ["Connection", "Hub", "RawFrame", "WsEndpoint"]
+
+log = logging.getLogger("querysync.server")
+
+Mode = Literal["binary", "text"]
+CommandHandler = Callable[["Connection", str, dict[str, Any]], dict[str, Any] | None]
+
+# 1008 is what the live server closes a refused client with; 1013 ("try again later")
+# tells a client that fell too far behind to reconnect, and a reconnecting client resyncs.
+POLICY_VIOLATION = 1008
+TRY_AGAIN_LATER = 1013
+
+
+@dataclass(frozen=True, slots=True)
+class RawFrame:
+    """Bytes or text sent as they are, whatever the connection's mode (for tests of bad input)."""
+
+    data: str | bytes
+
+
+class Connection:
+    """One /ws client: its framing mode and a bounded queue drained by a writer task.
+
+    Broadcasting only puts a message in the queue, so a slow client never holds up the
+    others. When a client's queue is full it has fallen ``queue_size`` messages behind:
+    it is closed with 1013 rather than silently skipped, because a skipped
+    ``resource_change`` would leave its cache wrong with no way to notice, while a
+    reconnecting client resyncs. Messages are encoded when written, in the mode the
+    connection is in at that moment.
+    """
+
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        request: web.Request,
+        *,
+        counts: Counter[str],
+        queue_size: int,
+        close_timeout: float,
+    ) -> None:
+        self.ws = ws
+        self.mode: Mode = "binary"
+        self._request = request
+        self._counts = counts
+        self._queue: asyncio.Queue[dict[str, Any] | RawFrame] = asyncio.Queue(queue_size)
+        self._close_timeout = close_timeout
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
+        self._closer: asyncio.Task[None] | None = None
+
+    @property
+    def open(self) -> bool:
+        """True until the connection is closed, dropped or found too slow."""
+        return not self._closing and not self.ws.closed
+
+    def send(self, message: dict[str, Any] | RawFrame) -> bool:
+        """Queue a message; False when the connection is closing or was just found too slow."""
+        if not self.open:
+            return False
+        try:
+            self._queue.put_nowait(message)
+        except asyncio.QueueFull:
+            self._counts["slow_clients_dropped"] += 1
+            log.warning(
+                "closing a /ws client %d messages behind (code %d)",
+                self._queue.qsize(),
+                TRY_AGAIN_LATER,
+            )
+            self._closer = asyncio.get_running_loop().create_task(
+                self.close(TRY_AGAIN_LATER, "Send queue full")
+            )
+            return False
+        return True
+
+    def start(self, *coroutines: Coroutine[Any, Any, None]) -> None:
+        """Run the writer and the given per-connection coroutines until the connection ends."""
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._write()))
+        self._tasks.extend(loop.create_task(c) for c in coroutines)
+
+    def stop_tasks(self) -> None:
+        """Cancel the writer and the periodic tasks; queued messages are dropped."""
+        for task in self._tasks:
+            task.cancel()
+
+    async def close(self, code: int, reason: str) -> None:
+        """Close with a code and reason, giving the client ``close_timeout`` seconds."""
+        self._closing = True
+        self.stop_tasks()
+        if self.ws.closed:
+            return
+        try:
+            await asyncio.wait_for(
+                self.ws.close(code=code, message=reason.encode()), self._close_timeout
+            )
+        except (TimeoutError, OSError):
+            # A client that does not answer the close frame in time is cut off.
+            self.abort()
+
+    def abort(self) -> None:
+        """Cut the TCP connection without a close frame, as a crash or a network failure would."""
+        self._closing = True
+        self.stop_tasks()
+        transport = self._request.transport
+        if transport is not None:
+            transport.abort()
+
+    async def _write(self) -> None:
+        while True:
+            message = await self._queue.get()
+            try:
+                if isinstance(message, RawFrame):
+                    frame = message.data
+                else:
+                    frame = encode(message, self.mode)
+            except (TypeError, ValueError, OverflowError) as exc:
+                self._counts["unencodable_messages"] += 1
+                log.error("dropped a message that cannot be encoded: %s", exc)
+                continue
+            try:
+                if isinstance(frame, bytes):
+                    await self.ws.send_bytes(frame)
+                    self._counts["binary_frames_sent"] += 1
+                else:
+                    await self.ws.send_str(frame)
+                    self._counts["text_frames_sent"] += 1
+            except (ConnectionError, RuntimeError) as exc:
+                log.debug("stopped writing to a /ws client: %s", exc)
+                self._closing = True
+                return
+            self._counts["frames_sent"] += 1
+
+
+def encode(message: dict[str, Any], mode: Mode) -> str | bytes:
+    """One frame for ``message``: MessagePack bytes in binary mode, JSON text in text mode."""
+    if mode == "text":
+        return json.dumps(message)
+    packed: bytes = msgpack.packb(message, use_bin_type=True)
+    return packed
+
+
+class Hub:
+    """The open /ws connections, and messages to all of them."""
+
+    def __init__(self) -> None:
+        self.connections: set[Connection] = set()
+        self._changed = asyncio.Event()
+
+    def add(self, connection: Connection) -> None:
+        """Register a connection: from now on it receives every broadcast."""
+        self.connections.add(connection)
+        self._notify()
+
+    def remove(self, connection: Connection) -> None:
+        """Forget a connection (no-op if already gone)."""
+        self.connections.discard(connection)
+        self._notify()
+
+    def broadcast(self, message: dict[str, Any] | RawFrame) -> int:
+        """Queue ``message`` on every open connection; returns how many took it."""
+        return sum(1 for c in list(self.connections) if c.send(message))
+
+    async def wait_for(self, count: int) -> None:
+        """Return once at least ``count`` connections are open."""
+        while sum(1 for c in self.connections if c.open) < count:
+            changed = self._changed
+            await changed.wait()
+
+    def _notify(self) -> None:
+        # Waiters hold the old event; a fresh one is ready for the next change.
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+
+def _system_stats() -> dict[str, Any]:
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = 0.0
+    cpu = min(100.0, 100.0 * load / (os.cpu_count() or 1))
+    total = used = 0.0
+    with contextlib.suppress(ValueError, OSError, AttributeError):
+        page = os.sysconf("SC_PAGE_SIZE")
+        total = os.sysconf("SC_PHYS_PAGES") * page / 2**30
+        used = total - os.sysconf("SC_AVPHYS_PAGES") * page / 2**30
+    return {
+        "cpu_percent": round(cpu, 1),
+        "memory_total_gb": round(total, 2),
+        "memory_used_gb": round(used, 2),
+        "memory_percent": round(100.0 * used / total, 1) if total else 0.0,
+        "vram_total_gb": None,
+        "vram_used_gb": None,
+        "vram_percent": None,
+    }
+
+
+def _decode(msg: Any) -> tuple[Any, str | None]:
+    try:
+        if msg.type is WSMsgType.TEXT:
+            return json.loads(msg.data), None
+        return msgpack.unpackb(msg.data, raw=False), None
+    except Exception as exc:  # json, msgpack and codec errors share no base class
+        return None, f"undecodable frame: {exc}"
+
+
+def _invalid(detail: str) -> dict[str, Any]:
+    return {"error": "invalid_message", "detail": detail}
+
+
+class WsEndpoint:
+    """The ``/ws`` request handler: auth, framing modes, pings, stats and command dispatch."""
+
+    def __init__(
+        self,
+        *,
+        hub: Hub,
+        commands: CommandHandler,
+        counts: Counter[str],
+        token: str | None,
+        ping_interval: float | None,
+        stats_interval: float | None,
+        queue_size: int,
+        close_timeout: float,
+        max_msg_size: int,
+    ) -> None:
+        self._hub = hub
+        self._commands = commands
+        self._counts = counts
+        self._token = token
+        self._ping_interval = ping_interval
+        self._stats_interval = stats_interval
+        self._queue_size = queue_size
+        self._close_timeout = close_timeout
+        self._max_msg_size = max_msg_size
+
+    async def handle(self, request: web.Request) -> web.WebSocketResponse:
+        """Serve one WebSocket until either side closes it."""
+        ws = web.WebSocketResponse(max_msg_size=self._max_msg_size, timeout=self._close_timeout)
+        failure = ws_auth_failure(request, self._token)
+        if failure is not None:
+            # The live server accepts, then closes: the client sees a close code, not a 403.
+            self._counts["auth_rejected"] += 1
+            log.info("refused a /ws client: %s", failure)
+            await ws.prepare(request)
+            await ws.close(code=POLICY_VIOLATION, message=failure.encode())
+            return ws
+        conn = Connection(
+            ws,
+            request,
+            counts=self._counts,
+            queue_size=self._queue_size,
+            close_timeout=self._close_timeout,
+        )
+        # Registered before the handshake completes, so a change made right after the
+        # client's connect() returns already reaches it.
+        self._hub.add(conn)
+        self._counts["connections"] += 1
+        try:
+            await ws.prepare(request)
+            periodic = []
+            if self._ping_interval is not None:
+                periodic.append(self._every(conn, self._ping_interval, self._ping))
+            if self._stats_interval is not None:
+                periodic.append(self._every(conn, self._stats_interval, self._stats))
+            conn.start(*periodic)
+            async for msg in ws:
+                if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    break
+                self._counts["frames_received"] += 1
+                # The frame's kind picks the mode before the answer is written.
+                conn.mode = "text" if msg.type is WSMsgType.TEXT else "binary"
+                reply = self._respond(conn, msg)
+                if reply is not None:
+                    conn.send(reply)
+        finally:
+            self._hub.remove(conn)
+            conn.stop_tasks()
+        return ws
+
+    def _respond(self, conn: Connection, msg: Any) -> dict[str, Any] | None:
+        frame, error = _decode(msg)
+        if error is not None:
+            self._counts["invalid_messages"] += 1
+            return _invalid(error)
+        if not isinstance(frame, dict):
+            self._counts["invalid_messages"] += 1
+            return _invalid(f"a message must be an object, got {type(frame).__name__}")
+        if frame.get("type") == "ping":
+            return {"type": "pong", "ts": time.time()}
+        command = frame.get("command")
+        if not isinstance(command, str) or not command:
+            self._counts["invalid_messages"] += 1
+            return _invalid("a message needs a 'command' (or is {'type': 'ping'})")
+        data = frame.get("data", {})
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            self._counts["invalid_messages"] += 1
+            return _invalid("'data' must be an object")
+        self._counts["commands"] += 1
+        try:
+            return self._commands(conn, command, data)
+        except Exception as exc:
+            # A command that fails answers with an error; the connection goes on.
+            log.exception("command %r failed", command)
+            return {"error": "command_failed", "command": command, "detail": str(exc)}
+
+    async def _every(
+        self, conn: Connection, interval: float, message: Callable[[], dict[str, Any]]
+    ) -> None:
+        while conn.open:
+            await asyncio.sleep(interval)
+            conn.send(message())
+
+    @staticmethod
+    def _ping() -> dict[str, Any]:
+        return {"type": "ping", "ts": time.time()}
+
+    @staticmethod
+    def _stats() -> dict[str, Any]:
+        return {"type": "system_stats", "stats": _system_stats()}
