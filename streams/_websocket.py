@@ -1,0 +1,547 @@
+"""WebSocketSource: one shared, self-healing WebSocket connection as an Observable."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+from collections import Counter
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Literal
+
+import aiohttp
+import msgpack
+from querysync.operators._decode import RejectHandler, decode_frame, report_rejection
+from reactivex import Observable, abc
+from reactivex.disposable import Disposable
+from yarl import URL
+
+from querysync._exceptions import AuthenticationError, ConfigurationError, SourceError
+from querysync._signals import Rejected, Resync
+
+from ._backoff import Backoff
+from ._state import ConnectionState, StateCell
+
+__all__ = [
+    "AUTH_CLOSE_CODES",
+    "DEFAULT_MAX_MSG_SIZE",
+    "FINAL_CLOSE_CODES",
+    "Message",
+    "WebSocketSource",
+]
+
+log = logging.getLogger("querysync.streams")
+
+Message = dict[str, Any]
+_Item = Message | Resync
+
+MIB = 1024 * 1024
+DEFAULT_MAX_MSG_SIZE = 4 * MIB
+FINAL_CLOSE_CODES: frozenset[int] = frozenset({1000, 1008, 1009, 1010, 4000, 4001, 4003})
+"""Close codes after which the reference client never reconnects."""
+AUTH_CLOSE_CODES: frozenset[int] = frozenset({1008, 4001, 4003})
+"""Final close codes that mean "your credentials were refused" (4001/4003 mirror HTTP 401/403)."""
+
+_PREVIEW = 256
+# Older aiohttp always decodes text frames and drops the connection on invalid UTF-8;
+# where it can hand us the bytes, one bad text frame is rejected and the rest go on.
+_DECODE_TEXT_KW: dict[str, Any] = (
+    {"decode_text": False}
+    if "decode_text" in inspect.signature(aiohttp.ClientSession.ws_connect).parameters
+    else {}
+)
+
+
+class _Retry(Exception):
+    """A connection attempt failed in a way the next attempt may not repeat."""
+
+
+@dataclass
+class _End:
+    """How one connection ended, when it was not on our request."""
+
+    reason: str
+    good: bool
+    code: int | None = None
+
+
+@dataclass
+class _Run:
+    """One life of the shared connection: from the first subscriber to the last."""
+
+    task: asyncio.Task[None] | None = None
+    ws: aiohttp.ClientWebSocketResponse | None = None
+    stopping: bool = False
+
+
+def _preview(data: object) -> object:
+    if isinstance(data, bytes | bytearray | str) and len(data) > _PREVIEW:
+        return data[:_PREVIEW]
+    return data
+
+
+class WebSocketSource(Observable[_Item]):
+    """Decoded messages (dicts) and in-band :class:`querysync.Resync` from one WebSocket.
+
+    Build it with :func:`querysync.streams.websocket`. It is hot and ref-counted:
+    every subscriber shares one connection, which the first subscription opens (on
+    the running asyncio loop) and the last unsubscription closes cleanly. A later
+    subscription starts a fresh connection, whose first connect is again not a resync.
+
+    Attributes:
+        counts: a ``Counter`` of what happened: ``attempts``, ``connections``,
+            ``reconnects``, ``resyncs``, ``drops``, ``silent``, ``frames``, ``bytes``,
+            ``text``, ``binary``, ``pings``, ``pongs``, ``messages``, ``rejected``,
+            ``oversize``, ``oversize_dropped``, ``subscriber_errors``, ``on_reject_errors``.
+        states: an Observable of :class:`ConnectionState`, current state first.
+        state: the current :class:`ConnectionState`.
+    """
+
+    def __init__(
+        self,
+        url: str | URL,
+        *,
+        token: str | None,
+        token_in_query: bool,
+        session: aiohttp.ClientSession | None,
+        headers: Mapping[str, str] | None,
+        max_msg_size: int,
+        silence_timeout: float | None,
+        connect_timeout: float,
+        close_timeout: float,
+        backoff: Backoff,
+        max_attempts: int | None,
+        heartbeat: float | None,
+        final_close_codes: Collection[int],
+        on_reject: RejectHandler | None,
+        mode: Literal["binary", "text"],
+    ) -> None:
+        super().__init__()
+        target = URL(url)
+        if target.scheme not in ("ws", "wss", "http", "https"):
+            raise ConfigurationError(
+                f"a WebSocket URL needs ws://, wss://, http:// or https://, got {url}"
+            )
+        _check_positive("max_msg_size", max_msg_size)
+        _check_positive("connect_timeout", connect_timeout)
+        _check_positive("close_timeout", close_timeout)
+        if silence_timeout is not None:
+            _check_positive("silence_timeout", silence_timeout)
+        if heartbeat is not None:
+            _check_positive("heartbeat", heartbeat)
+        if max_attempts is not None and max_attempts < 1:
+            raise ConfigurationError(f"max_attempts must be at least 1 or None, got {max_attempts}")
+        if mode not in ("binary", "text"):
+            raise ConfigurationError(f'mode must be "binary" or "text", got {mode!r}')
+        if token_in_query and not token:
+            raise ConfigurationError("token_in_query=True needs a token")
+
+        self._display_url = str(target.with_query(None))
+        self._headers = dict(headers or {})
+        if token and token_in_query:
+            target = target.update_query(api_key=token)
+        elif token:
+            self._headers["Authorization"] = f"Bearer {token}"
+        self._url = target
+        self._session = session
+        self._max_msg_size = max_msg_size
+        # aiohttp's own limit is only a memory guard: a frame over it costs the
+        # connection, while one over ours is rejected and the connection goes on.
+        self._hard_max_msg_size = max(4 * max_msg_size, 16 * MIB)
+        self._silence_timeout = silence_timeout
+        self._connect_timeout = connect_timeout
+        self._close_timeout = close_timeout
+        self._backoff = backoff
+        self._max_attempts = max_attempts
+        self._heartbeat = heartbeat
+        self._final_close_codes = frozenset(final_close_codes)
+        self._on_reject = on_reject
+        self._mode = mode
+
+        self.counts: Counter[str] = Counter()
+        self._state = StateCell(self.counts, ConnectionState.CLOSED)
+        self._observers: dict[int, abc.ObserverBase[_Item]] = {}
+        self._next_token = 0
+        self._run: _Run | None = None
+        self._stopper: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<WebSocketSource {self._display_url} {self._state.value}>"
+
+    @property
+    def url(self) -> str:
+        """The URL connected to, without its query (which may hold the token)."""
+        return self._display_url
+
+    @property
+    def state(self) -> ConnectionState:
+        """The current connection state."""
+        return self._state.value
+
+    @property
+    def states(self) -> Observable[ConnectionState]:
+        """The connection states: the current one at once, then every change; never completes.
+
+        Subscribing to it does not open the connection.
+        """
+        return self._state.observable
+
+    @property
+    def max_msg_size(self) -> int:
+        """The largest frame accepted, bytes; a larger one is rejected and counted."""
+        return self._max_msg_size
+
+    # -- subscription: hot and ref-counted -------------------------------------------
+
+    def _subscribe_core(
+        self,
+        observer: abc.ObserverBase[_Item],
+        scheduler: abc.SchedulerBase | None = None,
+    ) -> abc.DisposableBase:
+        if self._closed:
+            observer.on_completed()
+            return Disposable()
+        if self._run is None:
+            self._start()
+        token = self._next_token
+        self._next_token += 1
+        self._observers[token] = observer
+        return Disposable(lambda: self._unsubscribe(token))
+
+    def _start(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise ConfigurationError(
+                "a WebSocket source connects on the running asyncio loop: subscribe to it "
+                "inside a coroutine (or a callback of the loop)"
+            ) from None
+        run = _Run()
+        run.task = loop.create_task(self._main(run, self._stopper), name=f"querysync {self!r}")
+        self._run = run
+
+    def _unsubscribe(self, token: int) -> None:
+        if self._observers.pop(token, None) is None or self._observers:
+            return
+        run, self._run = self._run, None
+        if run is not None and run.task is not None:
+            self._stopper = run.task.get_loop().create_task(self._stop(run))
+
+    async def _stop(self, run: _Run) -> None:
+        run.stopping = True
+        assert run.task is not None
+        ws = run.ws
+        if ws is not None and not ws.closed:
+            # Closing from here sends the close frame and wakes the receive loop, which
+            # then ends on its own; cancelling it instead would skip the close frame.
+            try:
+                await ws.close()
+            except Exception:
+                log.debug("closing %s raised", self._display_url, exc_info=True)
+            await asyncio.wait({run.task}, timeout=self._close_timeout)
+        if not run.task.done():
+            run.task.cancel()
+        await asyncio.wait({run.task})
+
+    async def close(self) -> None:
+        """Close the connection for good: subscribers complete, later ones complete at once.
+
+        A session passed as ``session=`` stays open; one the source made is closed.
+        """
+        self._closed = True
+        run, self._run = self._run, None
+        if run is not None:
+            await self._stop(run)
+        elif self._stopper is not None:
+            await asyncio.wait({self._stopper})
+        observers = list(self._observers.values())
+        self._observers.clear()
+        self._state.set(ConnectionState.CLOSED)
+        for observer in observers:
+            self._deliver_end(observer, None)
+
+    async def __aenter__(self) -> WebSocketSource:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def send(self, message: Mapping[str, Any]) -> None:
+        """Send one message: MessagePack binary in ``mode="binary"``, JSON text in ``"text"``.
+
+        The real server answers in the kind of frame it last received, so sending text
+        switches it to JSON text frames (both kinds are decoded anyway).
+
+        Raises:
+            SourceError: not connected, or the connection failed while sending.
+            TypeError: the message cannot be encoded.
+        """
+        run = self._run
+        ws = run.ws if run is not None else None
+        if ws is None or ws.closed:
+            raise SourceError(f"cannot send: not connected to {self._display_url}")
+        try:
+            if self._mode == "binary":
+                await ws.send_bytes(msgpack.packb(dict(message), use_bin_type=True))
+            else:
+                await ws.send_str(json.dumps(dict(message)))
+        except (aiohttp.ClientError, OSError, RuntimeError) as exc:
+            raise SourceError(f"cannot send to {self._display_url}: {exc}") from exc
+
+    # -- the connection task -----------------------------------------------------------
+
+    async def _main(self, run: _Run, previous: asyncio.Task[None] | None) -> None:
+        if previous is not None:
+            # The last run may still be saying goodbye to the server; one connection at a time.
+            await asyncio.wait({previous})
+        outcome: Exception | None = None
+        session = self._session
+        owned = session is None
+        try:
+            if session is None:
+                session = aiohttp.ClientSession()
+            await self._connect_loop(run, session)
+        except asyncio.CancelledError:
+            if not run.stopping:
+                raise
+        except SourceError as exc:
+            outcome = exc
+        except Exception as exc:
+            log.exception("the WebSocket source for %s failed", self._display_url)
+            outcome = SourceError(f"the WebSocket source for {self._display_url} failed: {exc!r}")
+            outcome.__cause__ = exc
+        finally:
+            if owned and session is not None:
+                await session.close()
+        if run.stopping:
+            if self._run is None:
+                self._state.set(ConnectionState.CLOSED)
+            return
+        self._finish(run, outcome)
+
+    def _finish(self, run: _Run, outcome: Exception | None) -> None:
+        if self._run is run:
+            self._run = None
+        observers = list(self._observers.values())
+        self._observers.clear()
+        if outcome is None:
+            log.info("WebSocket %s closed by the server", self._display_url)
+            self._state.set(ConnectionState.CLOSED)
+        else:
+            log.error("WebSocket %s: %s", self._display_url, outcome)
+            self._state.set(ConnectionState.FAILED)
+        for observer in observers:
+            self._deliver_end(observer, outcome)
+
+    async def _connect_loop(self, run: _Run, session: aiohttp.ClientSession) -> None:
+        reconnect = 0  # number of the reconnection attempt under way: picks the delay
+        failed = 0  # attempts in a row that gave no good connection: for max_attempts
+        connected_before = False
+        reason = ""
+        while not run.stopping:
+            self._state.set(
+                ConnectionState.RECONNECTING if reconnect else ConnectionState.CONNECTING
+            )
+            self.counts["attempts"] += 1
+            try:
+                ws = await self._connect(session)
+            except _Retry as exc:
+                end = _End(str(exc), good=False)
+            else:
+                run.ws = ws
+                try:
+                    if run.stopping:
+                        return
+                    self.counts["connections"] += 1
+                    self._state.set(ConnectionState.CONNECTED)
+                    log.info("WebSocket %s connected", self._display_url)
+                    if connected_before:
+                        self.counts["reconnects"] += 1
+                        self.counts["resyncs"] += 1
+                        self._emit(Resync(reason=f"reconnected after {reason}", attempt=reconnect))
+                    connected_before = True
+                    ended = await self._receive(run, ws)
+                finally:
+                    run.ws = None
+                    await ws.close()
+                if ended is None:
+                    return
+                if self._is_final(ended):
+                    return
+                end = ended
+                self.counts["drops"] += 1
+            reason = end.reason
+            if end.good:
+                reconnect = failed = 0
+            else:
+                failed += 1
+            if self._max_attempts is not None and failed >= self._max_attempts:
+                raise SourceError(
+                    f"gave up on {self._display_url} after {failed} failed connection "
+                    f"attempt(s); last: {reason}"
+                )
+            reconnect += 1
+            self._state.set(ConnectionState.RECONNECTING)
+            delay = self._backoff.delay(reconnect)
+            log.warning(
+                "WebSocket %s: %s; reconnecting in %.2f s (attempt %d)",
+                self._display_url,
+                reason,
+                delay,
+                reconnect,
+            )
+            await asyncio.sleep(delay)
+
+    async def _connect(self, session: aiohttp.ClientSession) -> aiohttp.ClientWebSocketResponse:
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                ws: aiohttp.ClientWebSocketResponse = await session.ws_connect(
+                    self._url,
+                    headers=self._headers,
+                    max_msg_size=self._hard_max_msg_size,
+                    heartbeat=self._heartbeat,
+                    # Pings must reach the receive loop: they are frames, and they prove
+                    # that a quiet connection is still alive.
+                    autoping=False,
+                    timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=self._close_timeout),
+                    **_DECODE_TEXT_KW,
+                )
+                return ws
+        except aiohttp.WSServerHandshakeError as exc:
+            if exc.status in (401, 403):
+                raise AuthenticationError(
+                    f"{self._display_url} refused the credentials (HTTP {exc.status})"
+                ) from exc
+            raise _Retry(f"handshake refused with HTTP {exc.status} {exc.message}") from exc
+        except aiohttp.InvalidURL as exc:
+            raise SourceError(f"invalid WebSocket URL {self._display_url}: {exc}") from exc
+        except TimeoutError as exc:
+            raise _Retry(f"no connection within {self._connect_timeout} s") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise _Retry(f"cannot connect: {exc}") from exc
+        except RuntimeError as exc:  # "Session is closed": the caller's session is gone
+            raise SourceError(f"cannot connect to {self._display_url}: {exc}") from exc
+
+    async def _receive(self, run: _Run, ws: aiohttp.ClientWebSocketResponse) -> _End | None:
+        frames = 0
+        while not run.stopping:
+            try:
+                # receive() must keep being awaited: aiohttp reads pongs only inside it.
+                msg = await ws.receive(timeout=self._silence_timeout)
+            except TimeoutError:
+                self.counts["silent"] += 1
+                return _End(f"{self._silence_timeout} s without a frame", good=frames > 0)
+            kind = msg.type
+            if kind is aiohttp.WSMsgType.BINARY or kind is aiohttp.WSMsgType.TEXT:
+                frames += 1
+                self._on_frame(msg.data, text=kind is aiohttp.WSMsgType.TEXT)
+            elif kind is aiohttp.WSMsgType.PING:
+                frames += 1
+                self.counts["pings"] += 1
+                try:
+                    await ws.pong(msg.data)
+                except (aiohttp.ClientError, OSError, RuntimeError):
+                    log.debug("pong to %s failed", self._display_url, exc_info=True)
+            elif kind is aiohttp.WSMsgType.PONG:
+                frames += 1
+                self.counts["pongs"] += 1
+            elif kind is aiohttp.WSMsgType.CLOSE:
+                code = int(msg.data)
+                detail = f": {msg.extra}" if msg.extra else ""
+                return _End(f"close code {code}{detail}", good=frames > 0, code=code)
+            elif kind is aiohttp.WSMsgType.ERROR:
+                error = msg.data
+                if getattr(error, "code", None) == aiohttp.WSCloseCode.MESSAGE_TOO_BIG:
+                    self.counts["oversize_dropped"] += 1
+                    return _End(
+                        f"a frame over the hard limit of {self._hard_max_msg_size} bytes",
+                        good=frames > 0,
+                    )
+                return _End(f"connection error: {error}", good=frames > 0)
+            else:  # CLOSING or CLOSED: the connection is gone, or we are closing it
+                if run.stopping:
+                    return None
+                return _End("connection lost", good=frames > 0)
+        return None
+
+    def _is_final(self, end: _End) -> bool:
+        """True if the server closed normally; raises for the other final codes."""
+        if end.code is None or end.code not in self._final_close_codes:
+            return False
+        if end.code in AUTH_CLOSE_CODES:
+            raise AuthenticationError(
+                f"{self._display_url} rejected the credentials ({end.reason}); not reconnecting"
+            )
+        if end.code == aiohttp.WSCloseCode.OK:
+            return True
+        raise SourceError(
+            f"{self._display_url} closed the connection with {end.reason}; not reconnecting"
+        )
+
+    def _on_frame(self, data: Any, *, text: bool) -> None:
+        # A str comes only from an aiohttp too old to hand over the text frame's bytes.
+        size = len(data.encode("utf-8", "surrogatepass")) if isinstance(data, str) else len(data)
+        self.counts["frames"] += 1
+        self.counts["bytes"] += size
+        self.counts["text" if text else "binary"] += 1
+        kind = "text" if text else "binary"
+        if size > self._max_msg_size:
+            self.counts["oversize"] += 1
+            self._reject(
+                data, f"{kind} frame of {size} bytes exceeds max_msg_size {self._max_msg_size}"
+            )
+            return
+        if text and not isinstance(data, str):
+            try:
+                data = bytes(data).decode("utf-8")
+            except UnicodeDecodeError as exc:
+                self._reject(data, f"text frame is not valid UTF-8: {exc}")
+                return
+        try:
+            message = decode_frame(data)
+        except ValueError as exc:
+            self._reject(data, str(exc))
+            return
+        self.counts["messages"] += 1
+        self._emit(message)
+
+    def _reject(self, frame: object, reason: str) -> None:
+        report_rejection(
+            Rejected(_preview(frame), reason, "websocket"), self.counts, self._on_reject
+        )
+
+    # -- delivery: a subscriber's exception stays with that subscriber -------------------
+
+    def _emit(self, item: _Item) -> None:
+        for token, observer in list(self._observers.items()):
+            if token not in self._observers:
+                continue
+            try:
+                observer.on_next(item)
+            except Exception:
+                self.counts["subscriber_errors"] += 1
+                log.exception("a subscriber of %s raised", self._display_url)
+
+    def _deliver_end(self, observer: abc.ObserverBase[_Item], error: Exception | None) -> None:
+        try:
+            if error is None:
+                observer.on_completed()
+            else:
+                observer.on_error(error)
+        except Exception:
+            self.counts["subscriber_errors"] += 1
+            log.exception("a subscriber of %s raised", self._display_url)
+
+
+def _check_positive(name: str, value: float) -> None:
+    if not value > 0:
+        raise ConfigurationError(f"{name} must be greater than zero, got {value}")
