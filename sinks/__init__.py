@@ -1,0 +1,59 @@
+"""querysync's sinks: where invalidations take effect.
+
+:class:`QueryCache` is a disk-backed store of query results (JSON only, never
+unpickled) that invalidation, removal and refetch keep true to the backend;
+:func:`apply` is the stage that feeds a pipeline's invalidations into it.
+"""
+
+from __future__ import annotations
+
+from querysync.operators import Stage
+
+from querysync._signals import Invalidation, Resync
+
+from ._apply import apply_
+from ._cache import QueryCache, RefetchType
+from ._entry import CacheEntry
+from ._events import CacheEvent, CacheEventKind
+from ._fetch import Fetch
+
+__all__ = [
+    "CacheEntry",
+    "CacheEvent",
+    "CacheEventKind",
+    "Fetch",
+    "QueryCache",
+    "RefetchType",
+    "apply",
+]
+
+
+def apply(
+    cache: QueryCache,
+    *,
+    refetch: RefetchType = "active",
+    fetch_missing: bool = False,
+) -> Stage[Invalidation | Resync, Invalidation | Resync]:
+    """Invalidations -> the same invalidations, each applied to ``cache`` on the way.
+
+    .. marble::
+        ---i---d---r---|
+        [  apply(cache)  ]
+        ---i---d---r---|    (i: keys invalidated, d: specific entries removed,
+                             r: a Resync, every entry invalidated)
+
+    It is an operator rather than a subscriber so that a pipeline can go on after it
+    (count, log, or show what was applied) and so it can be marble-tested like any
+    other stage; subscribe to the result to make the effects happen. Each item goes
+    through :meth:`QueryCache.apply_invalidation` (see there for the rules, including
+    the etag check that leaves fresh entries alone), with ``refetch`` deciding what is
+    fetched again and ``fetch_missing=True`` (the mirror mode) also fetching specific
+    keys that have a fetcher but no entry yet.
+
+    An exception from the cache (closed, bad item) is logged and counted (``errors`` in
+    the returned stage's ``counts`` and ``apply_errors`` in ``cache.stats()``); the item
+    still passes on and the stream goes on. So does an exception raised by a subscriber
+    further down (``downstream_errors``). Refetches run on the running asyncio loop; on
+    virtual time with no loop, entries are only marked stale.
+    """
+    return apply_(cache, refetch, fetch_missing)

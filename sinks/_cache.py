@@ -1,0 +1,627 @@
+"""QueryCache: query entries in memory and on disk, invalidation, removal and refetch."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+import weakref
+from collections import Counter
+from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
+from dataclasses import replace
+from typing import Any, Literal
+
+import reactivex
+from reactivex import Observable, abc
+
+from querysync._exceptions import CacheClosedError, ConfigurationError
+from querysync._keys import JSONScalar, QueryKey
+from querysync._model import ResourceChangeUpdate
+from querysync._signals import Invalidation, Resync
+
+from ._entry import CacheEntry, Record, as_query_key, encode_data, etag_of
+from ._events import EVENT_KINDS, Broadcast, CacheEvent, CacheEventKind
+from ._fetch import Fetch, FetcherTable, FetchScheduler, RetryPolicy
+from ._index import KeyTrie
+from ._load import load
+from ._store import EntryStore
+
+__all__ = ["QueryCache", "RefetchType"]
+
+log = logging.getLogger("querysync.sinks")
+
+RefetchType = Literal["active", "all", "none"]
+"""Which invalidated keys are fetched again, as TanStack Query's ``refetchType``.
+
+``"active"``: keys with an open :meth:`QueryCache.watch` subscription (and keys being
+fetched right now); ``"all"``: every matched key that has a fetcher; ``"none"``: none.
+"""
+_REFETCH: frozenset[str] = frozenset(("active", "all", "none"))
+
+KeyLike = str | Iterable[JSONScalar]
+
+
+class _Watch:
+    """The subscribers of one key and the data (as JSON) they saw last."""
+
+    __slots__ = ("broadcast", "seen")
+
+    def __init__(self, counts: Counter[str]) -> None:
+        self.broadcast: Broadcast[Any] = Broadcast(counts)
+        self.seen: str | None = None
+
+
+class QueryCache:
+    """A disk-backed store of query results that invalidation keeps honest.
+
+    ``directory`` is created with mode 0700 if missing. An existing directory (or its
+    ``cache.db``) that is group- or world-writable, or owned by another user, is
+    refused with :class:`querysync.CacheSecurityError`: whoever can write there can
+    plant rows. Rows are JSON only; a row asking to be unpickled is never loaded (it is
+    skipped, logged and counted in ``stats()["unsafe_rows"]``, and reads as a miss).
+
+    Opening reads every entry into memory (the in-memory view is what ``get`` and
+    ``keys`` answer from, so they reflect every call that has returned even while disk
+    writes are queued). It blocks for the duration; from async code with a large cache,
+    consider ``await asyncio.to_thread(QueryCache, directory)``. A file that is not a
+    readable SQLite database raises :class:`querysync.CacheCorruptError`; with
+    ``recover=True`` the broken files are renamed to ``cache.db*.corrupt-<epoch>`` and
+    the cache starts empty instead.
+
+    Parameters (times in seconds):
+
+    - ``buster``: a version string, default ``""``. A cache written with another
+      buster is discarded at open, as by TanStack Query's persister.
+    - ``max_age``: default None (no limit). A cache last written longer ago than this
+      is discarded at open.
+    - ``retries`` (default 3), ``retry_delay`` (default 1.0), ``retry_cap`` (default
+      30.0): a failed fetch is retried ``retries`` times after ``retry_delay`` doubling,
+      each wait at most ``retry_cap``.
+    - ``concurrency``: at most this many fetcher calls at once, default 8.
+    - ``batch_size``: at most this many rows per disk transaction, default 500.
+    - ``timeout``: SQLite lock timeout, default 10.0. Another process holding the
+      write lock longer makes a batch retry later; nothing is lost.
+
+    Several processes may open one directory: each key is its own row, so their writes
+    never overwrite each other's other keys. Each process sees the others' entries at
+    its next open. The cache is not thread-safe: use it from one thread (the event
+    loop's, when fetching). Fetches run on the asyncio loop the cache is first used
+    from; disk writes run on one background thread, never on the loop.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        buster: str = "",
+        max_age: float | None = None,
+        retries: int = 3,
+        retry_delay: float = 1.0,
+        retry_cap: float = 30.0,
+        concurrency: int = 8,
+        batch_size: int = 500,
+        timeout: float = 10.0,
+        recover: bool = False,
+    ) -> None:
+        self._directory = os.fspath(directory)
+        policy = RetryPolicy(retries, retry_delay, retry_cap)
+        loaded = load(
+            self._directory, buster=buster, max_age=max_age, timeout=timeout, recover=recover
+        )
+        self._store = EntryStore(loaded.cache, buster=buster, batch_size=batch_size)
+        # The store's thread must stop (after writing what is queued) even if the cache
+        # is never closed; the finalizer holds the store, never the cache.
+        self._finalizer = weakref.finalize(self, self._store.close)
+        if loaded.needs_meta:
+            self._store.write_meta_now()
+
+        self._records = loaded.records
+        self._trie = KeyTrie()
+        for key in self._records:
+            self._trie.add(key)
+        self._stale = sum(1 for r in self._records.values() if r.entry.stale)
+        self._counts: Counter[str] = Counter(
+            corrupt_rows=loaded.problems.corrupt,
+            unsafe_rows=loaded.problems.unsafe,
+            discarded_at_open=loaded.discarded,
+        )
+        # Keys that are watched or being fetched: an invalidation must reach them even
+        # when they have no entry yet (a first fetch in flight).
+        self._live = KeyTrie()
+        self._watches: dict[QueryKey, _Watch] = {}
+        self._events: Broadcast[CacheEvent] = Broadcast(self._counts)
+        self._fetchers = FetcherTable()
+        self._scheduler = FetchScheduler(self, policy, concurrency)
+        self._closed = False
+
+    # -- reading -------------------------------------------------------------------
+
+    @property
+    def directory(self) -> str:
+        """The cache directory."""
+        return self._directory
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"entries={len(self._records)} stale={self._stale}"
+        return f"<QueryCache {self._directory!r} {state}>"
+
+    def get(self, key: KeyLike) -> CacheEntry | None:
+        """The entry of ``key``, or None when there is none."""
+        self._check_open()
+        record = self._records.get(as_query_key(key))
+        return None if record is None else record.entry
+
+    def keys(self, prefix: KeyLike = ()) -> list[QueryKey]:
+        """The keys of the entries under ``prefix`` (element by element), in no set order."""
+        self._check_open()
+        return self._trie.matching(as_query_key(prefix, allow_empty=True))
+
+    # -- writing -------------------------------------------------------------------
+
+    def set(self, key: KeyLike, data: Any, *, etag: str | None = None) -> CacheEntry:
+        """Store ``data`` (JSON) as the fresh entry of ``key``; the new entry.
+
+        ``etag`` defaults to ``data["etag"]`` when data is a mapping holding a string
+        there. The data is copied through JSON: later changes to the caller's object do
+        not reach the cache, and what ``get`` returns is what a reopen would load.
+        Raises TypeError when data is not JSON (NaN and infinities included).
+        """
+        self._check_open()
+        k = as_query_key(key)
+        record = _record(k, data, etag)
+        self._commit(record)
+        self._publish("set", k)
+        return record.entry
+
+    def invalidate(
+        self, key: KeyLike, *, exact: bool = False, refetch: RefetchType = "active"
+    ) -> int:
+        """Mark stale every entry whose key starts with ``key``; how many matched.
+
+        ``("workflow", "w1")`` matches ``("workflow", "w1", "versions")`` but not
+        ``("workflow", "w10")``; ``exact=True`` matches the key alone. Entries that were
+        stale already count too. Then ``refetch`` decides what is fetched again (see
+        :data:`RefetchType`); a key being fetched right now is fetched once more after
+        that fetch unless ``refetch="none"``, in which case its result is stored stale.
+        Without a running event loop nothing is fetched; entries are only marked.
+        """
+        self._check_open()
+        _check_refetch(refetch)
+        return self._invalidate(
+            as_query_key(key, allow_empty=True), exact, refetch, None, frozenset()
+        )
+
+    def invalidate_all(self, *, refetch: RefetchType = "active") -> int:
+        """Mark every entry stale (after missed changes); how many there are."""
+        self._check_open()
+        _check_refetch(refetch)
+        return self._invalidate((), False, refetch, None, frozenset())
+
+    def remove(self, key: KeyLike, *, exact: bool = False) -> int:
+        """Remove every entry whose key starts with ``key`` (or equals it); how many matched.
+
+        A fetch of a removed key that is in flight drops its result. Watchers of a
+        removed key receive nothing until the key gets data again.
+        """
+        self._check_open()
+        return self._remove(as_query_key(key, allow_empty=True), exact, None)
+
+    def apply_invalidation(
+        self,
+        item: Invalidation | Resync,
+        *,
+        refetch: RefetchType = "active",
+        fetch_missing: bool = False,
+    ) -> None:
+        """Apply one pipeline item to the cache, publishing and counting each effect.
+
+        - ``created``/``updated``: every key is invalidated, except that the entry of a
+          specific key (:attr:`querysync.Invalidation.specific_keys`) that is fresh and
+          holds the update's etag already shows that state: it stays fresh
+          (``skipped_fresh``). Keys below it are still invalidated.
+        - ``deleted``: entries under the specific keys are removed (a refetch would only
+          find a 404); the general keys are invalidated.
+        - :class:`querysync.Resync`: every entry is invalidated.
+
+        ``fetch_missing=True`` also fetches, on created/updated, the specific keys that
+        have a fetcher but no entry yet (a mirror of everything the feed mentions).
+        """
+        self._check_open()
+        _check_refetch(refetch)
+        if isinstance(item, Resync):
+            self._publish("resync", ())
+            self._invalidate((), False, refetch, None, frozenset())
+            return
+        if not isinstance(item, Invalidation):
+            raise TypeError(f"expected an Invalidation or a Resync, not {type(item).__name__}")
+        update = item.update
+        specific = [as_query_key(k) for k in item.specific_keys]
+        general = [as_query_key(k) for k in item.general_keys]
+        if update.event == "deleted":
+            for k in specific:
+                self._remove(k, False, update)
+            for k in general:
+                self._invalidate(k, False, refetch, update, frozenset())
+            return
+        keep = self._proven_fresh(specific, update)
+        for k in general + specific:
+            self._invalidate(k, False, refetch, update, keep)
+        if fetch_missing:
+            for k in specific:
+                if k not in self._records:
+                    self._start_fetch(k)
+
+    # -- fetching ------------------------------------------------------------------
+
+    def register_fetcher(self, prefix: KeyLike, fetch: Fetch) -> None:
+        """Fetch keys under ``prefix`` with ``fetch`` (``async (key) -> data``).
+
+        The fetcher of the longest registered prefix of a key serves it; ``()`` serves
+        every key no longer prefix claims. Registering a prefix again replaces its fetcher.
+        """
+        self._check_open()
+        self._fetchers.register(as_query_key(prefix, allow_empty=True), fetch)
+
+    def watch(self, key: KeyLike) -> Observable[Any]:
+        """An Observable of the data of ``key``: the current data, then every new value.
+
+        On subscription it emits the current data, if there is any, and starts a fetch
+        when the entry is missing or stale (and a fetcher and a running loop exist).
+        Then it emits each value that differs from the last one emitted. While at least
+        one subscription is open the key is *active*: invalidations refetch it. Failed
+        fetches emit nothing (see :meth:`get` for the recorded error); close() completes it.
+        """
+        k = as_query_key(key)
+
+        def subscribe(
+            observer: abc.ObserverBase[Any], scheduler: abc.SchedulerBase | None = None
+        ) -> abc.DisposableBase:
+            self._check_open()
+            watch = self._watch_of(k)
+            return watch.broadcast.observable(lambda obs: self._greet(k, watch, obs)).subscribe(
+                observer, scheduler=scheduler
+            )
+
+        return Observable(subscribe)
+
+    async def fetch(self, key: KeyLike) -> CacheEntry | None:
+        """Fetch ``key`` now (joining a fetch in flight) and return its entry afterwards.
+
+        The entry is None when the key has no data (its first fetch failed, or it was
+        removed meanwhile). Raises ConfigurationError when no fetcher serves the key.
+        """
+        self._check_open()
+        k = as_query_key(key)
+        task = self._start_fetch(k, required=True)
+        assert task is not None
+        # shield: a caller that gives up must not cancel a fetch others share.
+        await asyncio.shield(task)
+        return self._records[k].entry if k in self._records else None
+
+    def prefetch(self, key: KeyLike) -> None:
+        """Start fetching ``key`` in the background when it is missing or stale.
+
+        Raises ConfigurationError when no fetcher serves the key or no loop is running.
+        """
+        self._check_open()
+        k = as_query_key(key)
+        record = self._records.get(k)
+        if record is not None and not record.entry.stale:
+            return
+        self._start_fetch(k, required=True)
+
+    async def wait_idle(self) -> None:
+        """Return once nothing is fetching, waiting to retry or waiting to be written."""
+        while True:
+            await self._scheduler.wait()
+            if self._store.queued:
+                await self._writes_done()
+            if not len(self._scheduler) and not self._store.queued:
+                return
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Block until queued disk writes are done; False on timeout (seconds, default None).
+
+        Blocking: meant for synchronous code. Async code awaits :meth:`wait_idle`.
+        """
+        return self._store.flush(timeout)
+
+    # -- observing -----------------------------------------------------------------
+
+    def events(self) -> Observable[CacheEvent]:
+        """An Observable of every :class:`CacheEvent` from now on; completes at close().
+
+        A subscriber that raises is logged and counted (``subscriber_errors``); the
+        cache and the other subscribers are not affected.
+        """
+        if self._closed:
+            return reactivex.empty()
+        return self._events.observable()
+
+    def stats(self) -> dict[str, int]:
+        """Counts of what happened and what is.
+
+        One count per :data:`CacheEventKind`, plus: ``entries``, ``stale``, ``active``
+        (watched keys), ``in_flight`` (fetches running or waiting to retry),
+        ``queued_writes``, ``written`` (rows), ``write_errors`` (failed transactions,
+        retried), ``lost_writes`` (given up at close), ``corrupt_rows`` and
+        ``unsafe_rows`` (skipped at open), ``discarded_at_open`` (buster/max_age),
+        ``subscriber_errors`` and ``apply_errors``.
+        """
+        out: dict[str, int] = {kind: self._counts[kind] for kind in EVENT_KINDS}
+        store = self._store.counts
+        out.update(
+            entries=len(self._records),
+            stale=self._stale,
+            active=len(self._watches),
+            in_flight=len(self._scheduler),
+            queued_writes=self._store.queued,
+            written=store["written"],
+            write_errors=store["write_errors"],
+            lost_writes=store["lost_writes"],
+            corrupt_rows=self._counts["corrupt_rows"],
+            unsafe_rows=self._counts["unsafe_rows"],
+            discarded_at_open=self._counts["discarded_at_open"],
+            subscriber_errors=self._counts["subscriber_errors"],
+            apply_errors=self._counts["apply_errors"],
+        )
+        return out
+
+    # -- closing -------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Cancel running fetches, write what is queued and close. Idempotent.
+
+        Blocks while the queued writes are saved; async code prefers :meth:`aclose`.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._scheduler.cancel()
+        self._finalizer()
+        self._events.complete()
+        for watch in list(self._watches.values()):
+            watch.broadcast.complete()
+        self._watches.clear()
+
+    async def aclose(self) -> None:
+        """Cancel and await running fetches, wait for queued writes, then close."""
+        if self._closed:
+            return
+        tasks = self._scheduler.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self._store.queued:
+            await self._writes_done()
+        self.close()
+
+    def __enter__(self) -> QueryCache:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> QueryCache:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # -- FetchHost: called by the scheduler on the loop ------------------------------------
+
+    def fetcher_for(self, key: QueryKey) -> Fetch | None:
+        return self._fetchers.lookup(key)
+
+    def fetch_started(self, key: QueryKey) -> None:
+        self._publish("fetch_started", key)
+
+    def fetch_retry(self, key: QueryKey, error: str) -> None:
+        log.info("fetch of %r failed, retrying: %s", key, error)
+        self._publish("fetch_retry", key, error=error)
+
+    def fetched(self, key: QueryKey, data: Any, *, stale: bool) -> None:
+        if self._closed:
+            return
+        record = _record(key, data, None)
+        if stale:
+            record.entry = replace(record.entry, stale=True)
+        self._commit(record)
+        self._publish("fetched", key)
+
+    def fetch_failed(self, key: QueryKey, error: str) -> None:
+        log.warning("fetch of %r failed: %s", key, error)
+        if self._closed:
+            return
+        record = self._records.get(key)
+        if record is not None:
+            entry = replace(record.entry, stale=True, error=error)
+            self._commit(Record(entry, record.data_json))
+        self._publish("fetch_failed", key, error=error)
+
+    def fetch_discarded(self, key: QueryKey) -> None:
+        self._publish("fetch_discarded", key)
+
+    def flight_ended(self, key: QueryKey) -> None:
+        if key not in self._watches:
+            self._live.discard(key)
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise CacheClosedError(f"the cache in {self._directory!r} is closed")
+
+    def _commit(self, record: Record) -> None:
+        """Make ``record`` the entry of its key: memory, index, write queue, watchers."""
+        key = record.entry.key
+        old = self._records.get(key)
+        if old is None:
+            self._trie.add(key)
+        self._stale += int(record.entry.stale) - int(old is not None and old.entry.stale)
+        self._records[key] = record
+        self._store.put(key, record)
+        watch = self._watches.get(key)
+        if watch is not None and watch.seen != record.json():
+            watch.seen = record.json()
+            watch.broadcast.emit(record.entry.data)
+
+    def _invalidate(
+        self,
+        prefix: QueryKey,
+        exact: bool,
+        refetch: str,
+        update: ResourceChangeUpdate | None,
+        kept: AbstractSet[QueryKey],
+    ) -> int:
+        matched = self._trie.matching(prefix, exact=exact)
+        changed: list[tuple[QueryKey, Record]] = []
+        for key in matched:
+            if key in kept:
+                continue
+            record = self._records[key]
+            if not record.entry.stale:
+                new = Record(replace(record.entry, stale=True), record.data_json)
+                self._records[key] = new
+                changed.append((key, new))
+            self._publish("invalidated", key, update=update)
+        self._stale += len(changed)
+        if changed:
+            self._store.put_many(changed)
+        self._refetch(prefix, exact, refetch, matched, kept)
+        return len(matched) - sum(1 for key in matched if key in kept)
+
+    def _refetch(
+        self,
+        prefix: QueryKey,
+        exact: bool,
+        refetch: str,
+        matched: list[QueryKey],
+        kept: AbstractSet[QueryKey],
+    ) -> None:
+        again = refetch != "none"
+        for key in self._live.matching(prefix, exact=exact):
+            if key in kept or self._scheduler.invalidated(key, refetch=again):
+                continue
+            if again and key in self._watches:
+                self._start_fetch(key)
+        if refetch == "all" and self._scheduler.running_loop is not None:
+            for key in matched:
+                if key not in kept and key not in self._scheduler:
+                    self._start_fetch(key)
+
+    def _remove(self, prefix: QueryKey, exact: bool, update: ResourceChangeUpdate | None) -> int:
+        matched = self._trie.matching(prefix, exact=exact)
+        for key in matched:
+            record = self._records.pop(key)
+            self._trie.discard(key)
+            self._stale -= int(record.entry.stale)
+            watch = self._watches.get(key)
+            if watch is not None:
+                watch.seen = None
+            self._publish("removed", key, update=update)
+        if matched:
+            self._store.delete_many(matched)
+        for key in self._live.matching(prefix, exact=exact):
+            self._scheduler.removed(key)
+        return len(matched)
+
+    def _proven_fresh(
+        self, specific: list[QueryKey], update: ResourceChangeUpdate
+    ) -> frozenset[QueryKey]:
+        """The specific keys whose fresh entry already holds the update's etag."""
+        etag = update.resource.etag
+        if not etag:
+            return frozenset()
+        fresh: list[QueryKey] = []
+        for key in specific:
+            record = self._records.get(key)
+            if record is not None and not record.entry.stale and record.entry.etag == etag:
+                fresh.append(key)
+                self._publish("skipped_fresh", key, update=update)
+        return frozenset(fresh)
+
+    def _start_fetch(self, key: QueryKey, *, required: bool = False) -> asyncio.Task[None] | None:
+        if self._fetchers.lookup(key) is None:
+            if required:
+                raise ConfigurationError(f"no fetcher registered for {key!r} or a prefix of it")
+            return None
+        task = self._scheduler.start(key)
+        if task is None:
+            if required:
+                raise ConfigurationError("fetching needs a running asyncio event loop")
+            return None
+        self._live.add(key)
+        return task
+
+    def _greet(self, key: QueryKey, watch: _Watch, observer: abc.ObserverBase[Any]) -> None:
+        record = self._records.get(key)
+        if record is not None:
+            watch.seen = record.json()
+            watch.broadcast.send(observer, record.entry.data)
+        if record is None or record.entry.stale:
+            self._start_fetch(key)
+
+    def _watch_of(self, key: QueryKey) -> _Watch:
+        watch = self._watches.get(key)
+        if watch is None:
+            watch = self._watches[key] = _Watch(self._counts)
+            self._live.add(key)
+            watch.broadcast.on_last = lambda: self._unwatch(key, watch)
+        return watch
+
+    def _unwatch(self, key: QueryKey, watch: _Watch) -> None:
+        if self._watches.get(key) is watch:
+            del self._watches[key]
+            if key not in self._scheduler:
+                self._live.discard(key)
+
+    async def _writes_done(self) -> None:
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+
+        def wake() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        def on_idle() -> None:
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(wake)
+
+        self._store.when_idle(on_idle)
+        await done
+
+    def _publish(
+        self,
+        kind: CacheEventKind,
+        key: QueryKey,
+        *,
+        error: str | None = None,
+        update: ResourceChangeUpdate | None = None,
+    ) -> None:
+        self._counts[kind] += 1
+        if self._events:
+            self._events.emit(CacheEvent(kind, key, time.time(), error, update))
+
+    def _note_apply_error(self) -> None:
+        self._counts["apply_errors"] += 1
+
+
+def _record(key: QueryKey, data: Any, etag: str | None) -> Record:
+    try:
+        text = encode_data(data)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"data for {key!r} is not JSON: {exc}") from exc
+    copy = json.loads(text)
+    entry = CacheEntry(key, copy, etag_of(copy, etag), False, time.time(), None)
+    return Record(entry, text)
+
+
+def _check_refetch(refetch: str) -> None:
+    if refetch not in _REFETCH:
+        raise ValueError(f"refetch must be 'active', 'all' or 'none', not {refetch!r}")

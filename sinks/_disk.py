@@ -1,0 +1,229 @@
+"""The safe diskcache layer: a JSON-only Disk, a private directory, a row scan skipping bad rows.
+
+Why refuse pickles: diskcache's default ``Disk`` pickles any key or value that is not
+a plain scalar, and on read it unpickles whatever a row's ``mode`` column says is a
+pickle, even through ``JSONDisk`` (CVE-2025-69872). Unpickling runs code, so anyone who
+can write one row into ``cache.db`` could run code in every process that opens the
+cache. :class:`JsonDisk` stores keys as JSON text and values as JSON bytes and raises
+:class:`querysync.CacheSecurityError` for a pickled key or value instead of loading it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import os.path as op
+import sqlite3
+import stat
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import diskcache
+from diskcache.core import DBNAME, MODE_BINARY, MODE_PICKLE, MODE_RAW, MODE_TEXT, UNKNOWN
+
+from querysync._exceptions import CacheCorruptError, CacheError, CacheSecurityError
+from querysync._keys import QueryKey
+
+from ._entry import decode_key, encode_key
+
+__all__ = [
+    "DB_NAME",
+    "DISKCACHE_SETTINGS",
+    "META_KEY",
+    "JsonDisk",
+    "Row",
+    "ScanProblems",
+    "corrupt_error",
+    "move_aside",
+    "open_diskcache",
+    "scan_rows",
+    "secure_directory",
+]
+
+log = logging.getLogger("querysync.sinks")
+
+DB_NAME: str = DBNAME
+META_KEY = "querysync:meta"
+"""The one row that is not an entry: the buster and when the cache was last written.
+
+Entry keys are JSON arrays (``["workflow","w1"]``), so no query key can collide with it.
+"""
+
+# Only these settings make a row's meaning independent of diskcache's defaults: no
+# eviction (the in-memory view must never disagree with the file because diskcache
+# culled rows behind its back) and no statistics (they turn every read into a write).
+DISKCACHE_SETTINGS: dict[str, Any] = {
+    "eviction_policy": "none",
+    "cull_limit": 0,
+    "statistics": 0,
+    "tag_index": 0,
+}
+
+
+class JsonDisk(diskcache.Disk):  # type: ignore[misc]
+    """A ``diskcache.Disk`` that reads and writes JSON only and refuses to unpickle.
+
+    Keys: a query key tuple becomes its JSON array text (never a pickled tuple);
+    :data:`META_KEY` is stored as itself. Values: the caller hands in JSON bytes,
+    kept in the row (``MODE_RAW``) or, from 32 KiB, in a file (``MODE_BINARY``);
+    :meth:`fetch` returns the decoded JSON document.
+    """
+
+    def put(self, key: Any) -> tuple[str, bool]:
+        if isinstance(key, tuple):
+            return encode_key(key), True
+        if key == META_KEY:
+            return META_KEY, True
+        raise TypeError(f"JsonDisk stores query key tuples only, not {type(key).__name__}")
+
+    def get(self, key: Any, raw: Any) -> QueryKey | str:
+        if not raw:
+            raise CacheSecurityError("a row's key is pickled; refusing to unpickle it")
+        if not isinstance(key, str):
+            raise CacheCorruptError(f"a row's key is {type(key).__name__}, not JSON text")
+        if key == META_KEY:
+            return META_KEY
+        return decode_key(key)
+
+    def store(self, value: Any, read: bool, key: Any = UNKNOWN) -> Any:
+        if read or not isinstance(value, bytes):
+            raise TypeError("JsonDisk stores encoded JSON bytes only")
+        return super().store(value, False, key=key)
+
+    def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
+        if mode == MODE_PICKLE:
+            raise CacheSecurityError("a row's value is pickled; refusing to unpickle it")
+        if read:
+            raise TypeError("JsonDisk does not hand out file handles")
+        if mode == MODE_RAW:
+            if not isinstance(value, bytes | str):
+                raise CacheCorruptError(f"a row's value is {type(value).__name__}, not JSON")
+            text: bytes | str = value
+        elif mode in (MODE_BINARY, MODE_TEXT):
+            # A planted row could point anywhere; only files diskcache itself names
+            # (relative, inside the directory) are read.
+            if (
+                not isinstance(filename, str)
+                or op.isabs(filename)
+                or ".." in filename.split(os.sep)
+            ):
+                raise CacheSecurityError(f"a row's value file {filename!r} is outside the cache")
+            text = super().fetch(mode, filename, value, False)
+        else:
+            raise CacheCorruptError(f"a row has unknown value mode {mode!r}")
+        try:
+            return json.loads(text)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise CacheCorruptError(f"a row's value is not JSON: {exc}") from exc
+
+
+def secure_directory(directory: str) -> None:
+    """Create ``directory`` with mode 0700, or check that an existing one is private.
+
+    Raises CacheSecurityError when the directory (or its database file) is group- or
+    world-writable, or (on POSIX) owned by another user: whoever can write there can
+    plant rows, and rows decide what this process loads.
+    """
+    if not op.exists(directory):
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        # makedirs applies the umask; a cache holding API responses stays private.
+        os.chmod(directory, 0o700)
+    st = os.stat(directory)
+    if not stat.S_ISDIR(st.st_mode):
+        raise CacheError(f"cache directory {directory!r} is not a directory")
+    _check_private(directory, st)
+    for suffix in ("", "-wal", "-shm"):
+        path = op.join(directory, DB_NAME + suffix)
+        if op.exists(path):
+            _check_private(path, os.stat(path))
+
+
+def _check_private(path: str, st: os.stat_result) -> None:
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise CacheSecurityError(
+            f"{path!r} is group- or world-writable (mode {stat.S_IMODE(st.st_mode):04o}); "
+            "others could plant rows in the cache. Use a private directory (chmod 700)."
+        )
+    getuid = getattr(os, "getuid", None)
+    if getuid is not None and st.st_uid != getuid():
+        raise CacheSecurityError(f"{path!r} belongs to another user (uid {st.st_uid})")
+
+
+def open_diskcache(directory: str, timeout: float) -> diskcache.Cache:
+    """A ``diskcache.Cache`` with :class:`JsonDisk`; CacheCorruptError if the file is unreadable."""
+    try:
+        return diskcache.Cache(directory, timeout=timeout, disk=JsonDisk, **DISKCACHE_SETTINGS)
+    except sqlite3.OperationalError as exc:
+        raise CacheError(f"cannot open the cache in {directory!r}: {exc}") from exc
+    except sqlite3.DatabaseError as exc:
+        raise corrupt_error(directory, exc) from exc
+
+
+def corrupt_error(directory: str, exc: BaseException) -> CacheCorruptError:
+    """The error that says the database file is broken and what to do about it."""
+    return CacheCorruptError(
+        f"{op.join(directory, DB_NAME)!r} is not a readable cache database ({exc}); "
+        "move the directory aside, or open it with QueryCache(..., recover=True) "
+        "to keep the broken files as *.corrupt-<time> and start empty"
+    )
+
+
+def move_aside(directory: str) -> list[str]:
+    """Rename the database and its WAL files to ``*.corrupt-<epoch>``; the new names."""
+    stamp = int(time.time())
+    moved = []
+    for suffix in ("", "-wal", "-shm"):
+        path = op.join(directory, DB_NAME + suffix)
+        if op.exists(path):
+            target = f"{path}.corrupt-{stamp}"
+            os.replace(path, target)
+            moved.append(target)
+    return moved
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One row of the Cache table, decoded: a query key (or META_KEY) and its JSON document."""
+
+    key: QueryKey | str
+    doc: object
+
+
+@dataclass(slots=True)
+class ScanProblems:
+    """Rows a scan skipped: refused as unsafe (pickles) or unreadable (corrupt)."""
+
+    unsafe: int = 0
+    corrupt: int = 0
+
+
+def scan_rows(
+    directory: str, disk: JsonDisk, timeout: float, problems: ScanProblems
+) -> Iterator[Row]:
+    """Every decodable row of the cache file; bad rows are logged, counted and skipped.
+
+    diskcache's own iteration decodes keys inside a generator, so one bad row would
+    end it; this reads the table with one SELECT (a consistent snapshot under WAL)
+    and decodes each row through the same :class:`JsonDisk` the cache writes with.
+    Raises ``sqlite3.DatabaseError`` when the file itself is unreadable.
+    """
+    con = sqlite3.connect(op.join(directory, DB_NAME), timeout=timeout)
+    try:
+        cursor = con.execute("SELECT rowid, key, raw, mode, filename, value FROM Cache")
+        for rowid, key, raw, mode, filename, value in cursor:
+            try:
+                decoded = disk.get(key, raw)
+                doc = disk.fetch(mode, filename, value, False)
+            except CacheSecurityError as exc:
+                problems.unsafe += 1
+                log.error("cache row %d refused and skipped: %s", rowid, exc)
+            except (CacheCorruptError, OSError) as exc:
+                problems.corrupt += 1
+                log.error("cache row %d unreadable and skipped: %s", rowid, exc)
+            else:
+                yield Row(decoded, doc)
+    finally:
+        con.close()

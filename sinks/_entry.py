@@ -1,0 +1,152 @@
+"""CacheEntry, and how entries and query keys are written as JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from querysync._exceptions import CacheCorruptError
+from querysync._keys import QueryKey
+
+__all__ = [
+    "CacheEntry",
+    "Record",
+    "as_query_key",
+    "decode_key",
+    "decode_record",
+    "encode_data",
+    "encode_key",
+    "encode_record",
+    "etag_of",
+]
+
+_SCALARS = (str, int, float, bool)
+
+
+@dataclass(frozen=True, slots=True)
+class CacheEntry:
+    """One cached query result as this process sees it.
+
+    ``data`` is JSON (treat it as read-only: it is shared with other readers),
+    ``etag`` the resource state it was fetched at (if known), ``stale`` whether it
+    was invalidated since, ``updated_at`` when the data was last stored (epoch
+    seconds) and ``error`` the message of the last failed fetch, ``None`` after a
+    successful one.
+    """
+
+    key: QueryKey
+    data: Any
+    etag: str | None = None
+    stale: bool = False
+    updated_at: float = 0.0
+    error: str | None = None
+
+
+class Record:
+    """An entry plus its data as JSON text, so marking it stale never re-encodes on the loop.
+
+    ``data_json`` is ``None`` for entries loaded from disk until they are first
+    re-written; it is then computed from ``entry.data`` (which came from JSON).
+    """
+
+    __slots__ = ("data_json", "entry")
+
+    def __init__(self, entry: CacheEntry, data_json: str | None) -> None:
+        self.entry = entry
+        self.data_json = data_json
+
+    def json(self) -> str:
+        """The data as JSON text, computed once."""
+        if self.data_json is None:
+            self.data_json = encode_data(self.entry.data)
+        return self.data_json
+
+
+def as_query_key(key: Iterable[Any], *, allow_empty: bool = False) -> QueryKey:
+    """``key`` as a tuple of JSON scalars; raises TypeError or ValueError otherwise.
+
+    A bare string means a one-element key, as in :class:`querysync.KeyRegistry`:
+    ``tuple("workflows")`` would silently split it into letters.
+    """
+    if isinstance(key, str):
+        return (key,)
+    if isinstance(key, bytes | bytearray):
+        raise TypeError("query key elements must be JSON scalars, not bytes")
+    out = tuple(key)
+    if not out and not allow_empty:
+        raise ValueError("a query key needs at least one element")
+    for part in out:
+        if part is None:
+            continue
+        if not isinstance(part, _SCALARS):
+            raise TypeError(f"query key elements must be JSON scalars, not {type(part).__name__}")
+        if isinstance(part, float) and not math.isfinite(part):
+            raise ValueError(f"query key elements must be finite numbers, not {part!r}")
+    return out
+
+
+def encode_key(key: QueryKey) -> str:
+    """The key as JSON array text: the form stored in the SQLite ``key`` column."""
+    return json.dumps(list(key), separators=(",", ":"), allow_nan=False)
+
+
+def decode_key(text: str) -> QueryKey:
+    """The key a JSON array text names; CacheCorruptError when it is anything else."""
+    try:
+        value = json.loads(text)
+        if not isinstance(value, list):
+            raise ValueError("not a JSON array")
+        return as_query_key(value)
+    except (ValueError, TypeError) as exc:
+        raise CacheCorruptError(f"row key {text[:80]!r} is not a query key: {exc}") from exc
+
+
+def encode_data(data: Any) -> str:
+    """``data`` as compact JSON; TypeError/ValueError when it is not JSON."""
+    return json.dumps(data, separators=(",", ":"), allow_nan=False)
+
+
+def etag_of(data: Any, etag: str | None) -> str | None:
+    """The explicit etag, else the string ``data["etag"]`` of a mapping, else None."""
+    if etag is not None:
+        return etag
+    if isinstance(data, Mapping):
+        found = data.get("etag")
+        if isinstance(found, str):
+            return found
+    return None
+
+
+def encode_record(record: Record) -> bytes:
+    """The JSON document stored as a row's value: ``{etag, stale, updated_at, error, data}``."""
+    e = record.entry
+    # The data is spliced in as already-encoded text: re-writing a stale flag must not
+    # re-serialise a large document.
+    head = json.dumps(
+        {"etag": e.etag, "stale": e.stale, "updated_at": e.updated_at, "error": e.error},
+        separators=(",", ":"),
+    )
+    return f'{head[:-1]},"data":{record.json()}}}'.encode()
+
+
+def decode_record(key: QueryKey, doc: object) -> Record:
+    """The record a stored document describes; CacheCorruptError when its shape is wrong."""
+    if not isinstance(doc, dict) or "data" not in doc:
+        raise CacheCorruptError(f"row {key!r} does not hold an entry document")
+    etag = doc.get("etag")
+    stale = doc.get("stale")
+    updated_at = doc.get("updated_at")
+    error = doc.get("error")
+    if (
+        not (etag is None or isinstance(etag, str))
+        or not isinstance(stale, bool)
+        or isinstance(updated_at, bool)
+        or not isinstance(updated_at, int | float)
+        or not (error is None or isinstance(error, str))
+    ):
+        raise CacheCorruptError(f"row {key!r} has fields of the wrong type")
+    entry = CacheEntry(key, doc["data"], etag, stale, float(updated_at), error)
+    return Record(entry, None)

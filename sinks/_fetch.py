@@ -1,0 +1,250 @@
+"""Fetch scheduling: fetcher lookup, shared in-flight fetches, refetch-after-invalidation, retry.
+
+Everything here runs on one asyncio loop; nothing touches the disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from querysync._exceptions import ConfigurationError
+from querysync._keys import QueryKey
+
+__all__ = ["Fetch", "FetchHost", "FetchScheduler", "FetcherTable", "RetryPolicy"]
+
+log = logging.getLogger("querysync.sinks")
+
+Fetch = Callable[[QueryKey], Awaitable[Any]]
+"""A fetcher: ``async (key) -> data``, where data is JSON."""
+
+
+class FetcherTable:
+    """Fetchers by key prefix; the longest registered prefix of a key serves it."""
+
+    __slots__ = ("_by_prefix",)
+
+    def __init__(self) -> None:
+        self._by_prefix: dict[QueryKey, Fetch] = {}
+
+    def register(self, prefix: QueryKey, fetch: Fetch) -> None:
+        """Serve keys under ``prefix`` with ``fetch``, replacing an earlier one for it."""
+        self._by_prefix[prefix] = fetch
+
+    def lookup(self, key: QueryKey) -> Fetch | None:
+        """The fetcher of the longest registered prefix of ``key``, if any."""
+        # A key has a handful of elements: len(key)+1 dict probes, whatever the table size.
+        for end in range(len(key), -1, -1):
+            fetch = self._by_prefix.get(key[:end])
+            if fetch is not None:
+                return fetch
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Retry timing: ``retries`` more attempts, ``delay * 2**n`` seconds apart, at most ``cap``."""
+
+    retries: int = 3
+    delay: float = 1.0
+    cap: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.retries < 0 or self.delay < 0 or self.cap < 0:
+            raise ValueError("retries, retry_delay and retry_cap must not be negative")
+
+    def backoff(self, retry: int) -> float:
+        """Seconds to wait before retry number ``retry`` (0 for the first retry)."""
+        return min(self.delay * 2.0**retry, self.cap)
+
+
+class FetchHost(Protocol):
+    """What the scheduler asks of the cache it fetches for."""
+
+    def fetcher_for(self, key: QueryKey) -> Fetch | None: ...
+
+    def fetch_started(self, key: QueryKey) -> None: ...
+
+    def fetch_retry(self, key: QueryKey, error: str) -> None: ...
+
+    def fetched(self, key: QueryKey, data: Any, *, stale: bool) -> None:
+        """Store ``data``; raise TypeError/ValueError when it is not JSON."""
+
+    def fetch_failed(self, key: QueryKey, error: str) -> None: ...
+
+    def fetch_discarded(self, key: QueryKey) -> None: ...
+
+    def flight_ended(self, key: QueryKey) -> None: ...
+
+
+class _Flight:
+    """The one running fetch of a key, and what happened to the key meanwhile."""
+
+    __slots__ = ("again", "discard", "invalidated", "task")
+
+    def __init__(self) -> None:
+        self.task: asyncio.Task[None] | None = None
+        # Invalidated after this fetch started: what it returns may predate the change.
+        self.invalidated = False
+        # ...and a refetch was asked for: fetch once more when this one ends.
+        self.again = False
+        # Removed after this fetch started: storing its result would resurrect the entry.
+        self.discard = False
+
+
+class FetchScheduler:
+    """Runs fetches on the loop: one in flight per key, bounded concurrency, retries.
+
+    Rules (TanStack Query #8530, RTK Query #2444 are the bugs they avoid):
+
+    - a key has at most one fetch in flight; callers share it;
+    - an invalidation during a fetch marks it: its result is stored stale, and when
+      a refetch was asked for, the key is fetched exactly once more afterwards, however
+      many invalidations arrived (a burst of 1,000 costs at most two fetches);
+    - a removal during a fetch makes it drop its result;
+    - a failed attempt is retried after ``RetryPolicy.backoff``; the semaphore is not
+      held while waiting, so backoffs do not starve other keys.
+    """
+
+    def __init__(self, host: FetchHost, policy: RetryPolicy, concurrency: int) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self._host = host
+        self._policy = policy
+        self._concurrency = concurrency
+        self._flights: dict[QueryKey, _Flight] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._semaphore: asyncio.Semaphore | None = None
+
+    def __contains__(self, key: QueryKey) -> bool:
+        return key in self._flights
+
+    def __len__(self) -> int:
+        return len(self._flights)
+
+    @property
+    def running_loop(self) -> asyncio.AbstractEventLoop | None:
+        """The loop running in this thread, bound on first use; None when no loop runs.
+
+        The cache is bound lazily to the loop it is first used from, so it can be built
+        in synchronous code. Once fetches run on one loop, another loop cannot use it.
+        """
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return None
+        if loop is not self._loop:
+            if self._flights:
+                raise ConfigurationError(
+                    "this QueryCache is fetching on another event loop; use one cache per loop"
+                )
+            self._loop = loop
+            self._semaphore = None
+        return loop
+
+    def start(self, key: QueryKey) -> asyncio.Task[None] | None:
+        """The task fetching ``key``: the running one, else a new one; None without a loop."""
+        flight = self._flights.get(key)
+        if flight is not None:
+            return flight.task
+        loop = self.running_loop
+        if loop is None:
+            return None
+        flight = _Flight()
+        self._flights[key] = flight
+        task = loop.create_task(self._run(key, flight), name=f"querysync fetch {key!r}")
+        flight.task = task
+        task.add_done_callback(lambda t: self._ended(key, flight, t))
+        return task
+
+    def invalidated(self, key: QueryKey, *, refetch: bool) -> bool:
+        """Tell the fetch of ``key`` (if one runs) that it was invalidated; True if one runs."""
+        flight = self._flights.get(key)
+        if flight is None:
+            return False
+        flight.invalidated = True
+        flight.again = flight.again or refetch
+        return True
+
+    def removed(self, key: QueryKey) -> None:
+        """Tell the fetch of ``key`` (if one runs) to drop its result and not fetch again."""
+        flight = self._flights.get(key)
+        if flight is not None:
+            flight.discard = True
+            flight.again = False
+
+    async def wait(self) -> None:
+        """Return once no fetch runs (including fetches that start while waiting)."""
+        while self._flights:
+            tasks = [f.task for f in self._flights.values() if f.task is not None]
+            await asyncio.wait(tasks)
+
+    def cancel(self) -> list[asyncio.Task[None]]:
+        """Cancel every running fetch (from any thread); the tasks, to await on their loop."""
+        tasks = [f.task for f in self._flights.values() if f.task is not None]
+        try:
+            here: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        for task in tasks:
+            loop = task.get_loop()
+            if loop is here:
+                task.cancel()
+            elif not loop.is_closed():
+                loop.call_soon_threadsafe(task.cancel)
+        return tasks
+
+    async def _run(self, key: QueryKey, flight: _Flight) -> None:
+        host = self._host
+        while True:
+            flight.invalidated = flight.again = flight.discard = False
+            fetch = host.fetcher_for(key)
+            if fetch is None:
+                return
+            ok, result = await self._attempts(key, fetch)
+            if flight.discard:
+                host.fetch_discarded(key)
+            elif ok:
+                try:
+                    host.fetched(key, result, stale=flight.invalidated)
+                except (TypeError, ValueError) as exc:
+                    host.fetch_failed(key, f"fetcher returned data that is not JSON: {exc}")
+            else:
+                host.fetch_failed(key, str(result))
+            if not flight.again:
+                return
+
+    async def _attempts(self, key: QueryKey, fetch: Fetch) -> tuple[bool, Any]:
+        if self._semaphore is None:
+            self._semaphore = asyncio.Semaphore(self._concurrency)
+        semaphore = self._semaphore
+        retry = 0
+        while True:
+            async with semaphore:
+                self._host.fetch_started(key)
+                try:
+                    return True, await fetch(key)
+                except Exception as exc:
+                    error = _describe(exc)
+            if retry >= self._policy.retries:
+                return False, error
+            self._host.fetch_retry(key, error)
+            await asyncio.sleep(self._policy.backoff(retry))
+            retry += 1
+
+    def _ended(self, key: QueryKey, flight: _Flight, task: asyncio.Task[None]) -> None:
+        if self._flights.get(key) is flight:
+            del self._flights[key]
+        # Nobody may be awaiting this task (prefetch): retrieve its outcome here so a
+        # bug can never surface as "Task exception was never retrieved".
+        if not task.cancelled() and task.exception() is not None:
+            log.error("fetch of %r ended with an internal error", key, exc_info=task.exception())
+        self._host.flight_ended(key)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
