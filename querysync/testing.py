@@ -71,7 +71,9 @@ class MarbleContext:
         return reactivex.hot(
             marbles,
             timespan=self.timespan,
-            duetime=SUBSCRIBED,
+            # An absolute time: a relative one would count from the clock at the call,
+            # which is 100, not 0, when hot() is called inside a factory given to start().
+            duetime=self.scheduler.to_datetime(SUBSCRIBED),
             lookup=self._lookup(values),
             error=self.error,
             scheduler=self.scheduler,

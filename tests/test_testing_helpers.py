@@ -167,3 +167,9 @@ def test_module_docstring_example_runs() -> None:
     failures, attempted = doctest.testmod(querysync.testing, raise_on_error=False)
     assert attempted > 0
     assert failures == 0
+
+
+def test_hot_created_inside_the_start_factory_keeps_its_times() -> None:
+    with marbles() as m:
+        result = m.start(lambda: m.hot("-a-|", a=1))
+        assert result == m.exp("-a-|", a=1)
