@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import msgpack
-from aiohttp import WSMsgType, web
+from aiohttp import WSMessage, WSMsgType, web
 
 from ._auth import ws_auth_failure
 
@@ -67,6 +67,9 @@ class Connection:
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
         self._closer: asyncio.Task[None] | None = None
+        loop = asyncio.get_running_loop()
+        self._close_request: asyncio.Future[tuple[int, str]] = loop.create_future()
+        self._finished = asyncio.Event()
 
     @property
     def open(self) -> bool:
@@ -80,6 +83,7 @@ class Connection:
         try:
             self._queue.put_nowait(message)
         except asyncio.QueueFull:
+            self._closing = True
             self._counts["slow_clients_dropped"] += 1
             log.warning(
                 "closing a /ws client %d messages behind (code %d)",
@@ -103,10 +107,44 @@ class Connection:
         for task in self._tasks:
             task.cancel()
 
+    async def receive(self) -> WSMessage | None:
+        """The client's next frame, or None once :meth:`close` has been asked for."""
+        if self._close_request.done():
+            return None
+        receiving = asyncio.ensure_future(self.ws.receive())
+        try:
+            either: set[asyncio.Future[Any]] = {receiving, self._close_request}
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not receiving.done():
+                # Cancelling a pending receive() consumes nothing from the stream.
+                receiving.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await receiving
+        if receiving.cancelled():
+            return None
+        return receiving.result()
+
     async def close(self, code: int, reason: str) -> None:
-        """Close with a code and reason, giving the client ``close_timeout`` seconds."""
+        """Close with a code and reason; returns once the connection's handler is done.
+
+        The handler itself sends the close frame and waits (``close_timeout`` seconds)
+        for the client's answer: aiohttp closing from another task while the handler
+        reads would cut the TCP connection right after the close frame, and the client
+        would see 1006 instead of ``code``.
+        """
         self._closing = True
         self.stop_tasks()
+        if not self._close_request.done():
+            self._close_request.set_result((code, reason))
+        try:
+            await asyncio.wait_for(self._finished.wait(), self._close_timeout + 1.0)
+        except TimeoutError:
+            self.abort()
+
+    async def finish_close(self) -> None:
+        """In the handler: send the close that :meth:`close` asked for, and wait for the answer."""
+        code, reason = self._close_request.result()
         if self.ws.closed:
             return
         try:
@@ -116,6 +154,12 @@ class Connection:
         except (TimeoutError, OSError):
             # A client that does not answer the close frame in time is cut off.
             self.abort()
+
+    def finished(self) -> None:
+        """In the handler, last: the connection is over."""
+        self._closing = True
+        self.stop_tasks()
+        self._finished.set()
 
     def abort(self) -> None:
         """Cut the TCP connection without a close frame, as a crash or a network failure would."""
@@ -283,7 +327,11 @@ class WsEndpoint:
             if self._stats_interval is not None:
                 periodic.append(self._every(conn, self._stats_interval, self._stats))
             conn.start(*periodic)
-            async for msg in ws:
+            while True:
+                msg = await conn.receive()
+                if msg is None:
+                    await conn.finish_close()
+                    break
                 if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
                     break
                 self._counts["frames_received"] += 1
@@ -294,7 +342,7 @@ class WsEndpoint:
                     conn.send(reply)
         finally:
             self._hub.remove(conn)
-            conn.stop_tasks()
+            conn.finished()
         return ws
 
     def _respond(self, conn: Connection, msg: Any) -> dict[str, Any] | None:
