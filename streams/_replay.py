@@ -125,7 +125,7 @@ class Replay(Observable[Any]):
                 observer.on_completed()
 
         def arm() -> None:
-            due = start + timedelta(seconds=pending[0])
+            due = sched.now if pending is _END else start + timedelta(seconds=pending[0])
             timer.disposable = sched.schedule_absolute(due, action)
 
         def dispose() -> None:
