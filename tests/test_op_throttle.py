@@ -434,7 +434,8 @@ def test_no_scheduler_and_no_running_loop_raises_to_a_plain_subscriber() -> None
 
 
 async def test_runs_on_the_running_loop_without_threads() -> None:
-    threads_before = threading.active_count()
+    # Compare sets, not counts: a thread left by another test may end meanwhile.
+    threads_before = set(threading.enumerate())
     source: Subject[Item] = Subject()
     received: list[Item] = []
     loop = asyncio.get_running_loop()
@@ -450,6 +451,8 @@ async def test_runs_on_the_running_loop_without_threads() -> None:
     source.on_next(a2)
     source.on_next(b1)
     assert received == [a1, b1]
+    # Two windows are open now; a thread per timer would show here.
+    assert set(threading.enumerate()) - threads_before == set()
     await asyncio.wait_for(got_trailing, timeout=5)
     assert received == [a1, b1, a2]
     # The window opened by a2 closes empty; then a3 passes at once.
@@ -460,7 +463,7 @@ async def test_runs_on_the_running_loop_without_threads() -> None:
     subscription.dispose()
     await asyncio.sleep(0.1)
     assert received == [a1, b1, a2, a3]
-    assert threading.active_count() == threads_before
+    assert set(threading.enumerate()) - threads_before == set()
 
 
 # The same rules through querysync.testing.marbles.
