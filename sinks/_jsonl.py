@@ -13,10 +13,10 @@ from types import TracebackType
 from typing import IO, Any
 
 from pydantic import BaseModel
-from querysync.operators._decode import RejectHandler, decode_frame, report_rejection
 from reactivex import abc
 
 from querysync._signals import Invalidation, Rejected, Resync
+from querysync.operators._decode import RejectHandler, decode_frame, report_rejection
 
 __all__ = ["JsonlRecorder", "to_jsonl"]
 

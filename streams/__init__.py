@@ -13,9 +13,10 @@ from collections.abc import Collection, Iterable, Mapping
 from typing import Any, Literal
 
 import aiohttp
-from querysync.operators._decode import RejectHandler
 from reactivex import abc
 from yarl import URL
+
+from querysync.operators._decode import RejectHandler
 
 from ._backoff import Backoff
 from ._replay import Replay, replay_iterable_, replay_jsonl_
@@ -143,7 +144,7 @@ def from_iterable(
 
     .. marble::
         from_iterable([a, b, c], interval=2)
-        a-b-(c|)
+        a-b-c            (completes together with c)
 
     Items pass as they are (JSON ``str``, MessagePack ``bytes``, dicts, a
     :class:`querysync.Resync`): pipe through :func:`querysync.operators.decode` or
@@ -168,8 +169,8 @@ def from_jsonl(
     """An Observable of the messages recorded in a JSON-lines file, optionally at their pace.
 
     .. marble::
-        from_jsonl(path, timing=True)      (lines at t=0, 0, 2 and 3)
-        (ab)-c-(d|)
+        from_jsonl(path, timing=True)      (lines a, b, c, d recorded at t=0, 0, 2, 3)
+        a-c-d            (b right after a; completes together with d)
 
     The recording format (what :func:`querysync.sinks.to_jsonl` writes), UTF-8, one
     JSON object per line:

@@ -11,13 +11,13 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
 from typing import Any
 
-from querysync.operators._decode import RejectHandler, report_rejection
-from querysync.operators._scheduling import resolve_scheduler
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable, SerialDisposable
 
 from querysync._exceptions import ConfigurationError, SourceError
 from querysync._signals import Rejected, Resync
+from querysync.operators._decode import RejectHandler, report_rejection
+from querysync.operators._scheduling import resolve_scheduler
 
 __all__ = ["Replay", "replay_iterable_", "replay_jsonl_"]
 

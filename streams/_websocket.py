@@ -14,13 +14,13 @@ from typing import Any, Literal
 
 import aiohttp
 import msgpack
-from querysync.operators._decode import RejectHandler, decode_frame, report_rejection
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 from yarl import URL
 
 from querysync._exceptions import AuthenticationError, ConfigurationError, SourceError
 from querysync._signals import Rejected, Resync
+from querysync.operators._decode import RejectHandler, decode_frame, report_rejection
 
 from ._backoff import Backoff
 from ._state import ConnectionState, StateCell

@@ -6,9 +6,9 @@ import random
 from typing import Any
 
 import pytest
-from querysync.streams import Backoff
 
 from querysync import ConfigurationError
+from querysync.streams import Backoff
 
 
 def test_default_schedule_is_the_reference_clients_without_jitter() -> None:

@@ -9,11 +9,11 @@ from typing import Any
 
 import msgpack
 import reactivex
-from querysync.sinks._jsonl import to_jsonl
-from querysync.streams import from_jsonl
 from reactivex.testing import ReactiveTest, TestScheduler
 
 from querysync import Invalidation, Rejected, Resync
+from querysync.sinks._jsonl import to_jsonl
+from querysync.streams import from_jsonl
 from querysync.testing import change
 
 on_next = ReactiveTest.on_next

@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from querysync.operators import resource_changes
-from querysync.streams import from_iterable, from_jsonl
 from reactivex.notification import OnError
 from reactivex.scheduler.eventloop import AsyncIOScheduler
 from reactivex.testing import ReactiveTest, TestScheduler
 
 from querysync import ConfigurationError, Rejected, Resync, SourceError
+from querysync.operators import resource_changes
+from querysync.streams import from_iterable, from_jsonl
 from querysync.testing import change, marbles
 
 on_next = ReactiveTest.on_next

@@ -15,10 +15,10 @@ import aiohttp
 import msgpack
 import pytest
 from aiohttp import web
-from querysync.sinks._jsonl import to_jsonl
-from querysync.streams import Backoff, ConnectionState, WebSocketSource, from_jsonl, websocket
 
 from querysync import AuthenticationError, ConfigurationError, Rejected, Resync, SourceError
+from querysync.sinks._jsonl import to_jsonl
+from querysync.streams import Backoff, ConnectionState, WebSocketSource, from_jsonl, websocket
 
 Script = Callable[[web.Request, int], Awaitable[web.StreamResponse]]
 Serve = Callable[[Script], Awaitable["Server"]]
@@ -521,6 +521,25 @@ async def test_pings_keep_a_quiet_connection_alive(servers: Serve) -> None:
     assert seen.items == [{"type": "after"}]
     assert source.counts["silent"] == 0
     assert source.counts["pings"] == 20
+    await source.close()
+
+
+async def test_heartbeat_pongs_keep_a_quiet_connection_alive(servers: Serve) -> None:
+    async def answering(request: web.Request, n: int) -> web.StreamResponse:
+        ws = await server.accept(request)
+        holding = asyncio.create_task(server.hold(ws))  # receive() answers our pings
+        await ws.send_bytes(packed({"type": "first"}))
+        await asyncio.sleep(0.4)  # no data: only our pings and the server's pongs
+        await ws.send_bytes(packed({"type": "second"}))
+        return await holding
+
+    server = await servers(answering)
+    source = websocket(server.url, silence_timeout=0.2, heartbeat=0.02, backoff=FAST)
+    seen, _ = await watch(source)
+    await seen.count(2)
+    assert seen.items == [{"type": "first"}, {"type": "second"}]
+    assert source.counts["pongs"] >= 1
+    assert source.counts["silent"] == 0
     await source.close()
 
 
