@@ -39,7 +39,10 @@ class NodeToolServer:
         full_resources: put the whole resource in ``resource_change`` messages instead of
             only ``id`` and ``etag`` (the live server sends only those two; default False).
         send_queue_size: messages a connection may fall behind before it is closed with
-            1013 (default 10 000); see :class:`Connection` for why it is closed, not skipped.
+            1013 (default 10 000). Broadcasting only queues, so a slow client never holds
+            up the others; a client that far behind is closed rather than skipped, since a
+            skipped ``resource_change`` would leave its cache silently wrong, while a
+            reconnecting client resyncs.
         close_timeout: seconds a client gets to answer a close frame (default 2).
         max_msg_size: largest frame accepted from a client, bytes (default 4 MiB).
         job_steps, job_step_seconds: the shape of a simulated ``run_job`` (3 steps, 0.01 s).
