@@ -69,7 +69,7 @@ def resource_changes(
     return resource_changes_(on_reject)
 
 
-def routed_to(key: str) -> Stage[Any, dict[str, Any]]:
+def routed_to(key: str) -> Stage[Any, dict[str, Any] | Resync]:
     """Decoded messages -> those whose ``job_id``, ``workflow_id`` or ``thread_id`` is ``key``.
 
     .. marble::
@@ -77,7 +77,8 @@ def routed_to(key: str) -> Stage[Any, dict[str, Any]]:
         [ routed_to("1") ]
         ---j1----------w1--|   (r1: a resource_change, never routed)
 
-    Messages pass unchanged; ``resource_change`` messages never pass.
+    Messages pass unchanged; ``resource_change`` messages never pass; a ``Resync``
+    passes, since a reconnect may have lost the routed messages too.
     """
     return routed_to_(key)
 

@@ -19,6 +19,9 @@ __all__ = ["Frame", "RejectHandler", "decode_", "decode_frame", "report_rejectio
 Frame = str | bytes | bytearray | memoryview | Mapping[str, Any]
 RejectHandler = Callable[[Rejected], None]
 
+_LOG_FIRST = 20
+_LOG_EVERY = 1000
+
 
 class _Undecodable(ValueError):
     pass
@@ -57,7 +60,15 @@ def report_rejection(
 ) -> None:
     """Count, log and hand a rejection to the user's callback; never raise."""
     counts["rejected"] += 1
-    log.warning("rejected frame at %s: %s", rejected.stage, rejected.reason)
+    n = counts["rejected"]
+    # A broken sender repeats itself: the first rejections are logged as warnings, then
+    # one in every _LOG_EVERY, so bad input cannot flood the logs (all are counted).
+    if n <= _LOG_FIRST or n % _LOG_EVERY == 0:
+        log.warning(
+            "rejected frame at %s (%d so far): %s", rejected.stage, n, rejected.reason
+        )
+    else:
+        log.debug("rejected frame at %s: %s", rejected.stage, rejected.reason)
     if on_reject is None:
         return
     try:

@@ -14,6 +14,8 @@ from ._stage import Stage, log
 
 __all__ = ["expand_keys_"]
 
+_MAX_WARNED_TYPES = 256
+
 
 def expand_keys_(
     registry: KeyRegistry | None = None,
@@ -23,6 +25,29 @@ def expand_keys_(
     def build(
         source: Observable[ResourceChangeUpdate | Resync], counts: Counter[str]
     ) -> Observable[Invalidation | Resync]:
+        # The types already warned about; bounded so that a server sending random type
+        # names cannot grow it (or the counts) without limit.
+        warned: set[str] = set()
+
+        def keys_of(update: ResourceChangeUpdate) -> Invalidation | None:
+            try:
+                general, specific = reg.split(update)
+            except Exception:
+                # A user's rule failed on this update: its general keys are still right,
+                # and losing the whole invalidation would leave those entries stale.
+                counts["rule_errors"] += 1
+                log.exception(
+                    "specific-key rule for %r raised; invalidating its general keys only",
+                    update.resource_type,
+                )
+                general, specific = reg.general_keys(update.resource_type), ()
+            if not general and not specific:
+                return None
+            rid = update.resource.id
+            return Invalidation(
+                update, (*general, *specific), tuple(k for k in specific if rid in k[1:])
+            )
+
         def subscribe(
             observer: abc.ObserverBase[Invalidation | Resync],
             scheduler: abc.SchedulerBase | None = None,
@@ -31,8 +56,8 @@ def expand_keys_(
                 if isinstance(item, Resync):
                     observer.on_next(item)
                     return
-                keys = reg.keys_for(item)
-                if not keys:
+                invalidation = keys_of(item)
+                if invalidation is None:
                     rt = item.resource_type
                     if reg.is_ignored(rt):
                         counts["ignored"] += 1
@@ -40,14 +65,13 @@ def expand_keys_(
                         counts["unknown_type"] += 1
                         # Warn once per type: a server that emits a new type emits it
                         # often, and one line says all there is to say.
-                        first = counts[f"unknown_type:{rt}"] == 0
-                        counts[f"unknown_type:{rt}"] += 1
-                        if first:
+                        if rt not in warned and len(warned) < _MAX_WARNED_TYPES:
+                            warned.add(rt)
                             log.warning("no query keys for resource type %r; dropped", rt)
                     counts["dropped"] += 1
                     return
                 counts["invalidations"] += 1
-                observer.on_next(Invalidation(item, tuple(keys)))
+                observer.on_next(invalidation)
 
             return source.subscribe(
                 on_next, observer.on_error, observer.on_completed, scheduler=scheduler

@@ -7,6 +7,8 @@ from typing import Any
 
 from reactivex import Observable, abc
 
+from querysync._signals import Resync
+
 from ._stage import Stage
 
 __all__ = ["ROUTING_FIELDS", "routed_to_"]
@@ -14,16 +16,22 @@ __all__ = ["ROUTING_FIELDS", "routed_to_"]
 ROUTING_FIELDS = ("job_id", "workflow_id", "thread_id")
 
 
-def routed_to_(key: str) -> Stage[Any, dict[str, Any]]:
-    def build(source: Observable[Any], counts: Counter[str]) -> Observable[dict[str, Any]]:
+def routed_to_(key: str) -> Stage[Any, dict[str, Any] | Resync]:
+    def build(
+        source: Observable[Any], counts: Counter[str]
+    ) -> Observable[dict[str, Any] | Resync]:
         def subscribe(
-            observer: abc.ObserverBase[dict[str, Any]],
+            observer: abc.ObserverBase[dict[str, Any] | Resync],
             scheduler: abc.SchedulerBase | None = None,
         ) -> abc.DisposableBase:
             def on_next(message: Any) -> None:
+                # A reconnect may have lost this job's messages too: its consumer needs
+                # to hear about it as much as the cache does.
+                if isinstance(message, Resync):
+                    observer.on_next(message)
+                    return
                 # Resource changes only invalidate caches; the seed's router never hands
-                # them to job, workflow or thread handlers. Resync and other non-message
-                # values are not addressed to anyone.
+                # them to job, workflow or thread handlers.
                 if not isinstance(message, dict) or message.get("type") == "resource_change":
                     return
                 for name in ROUTING_FIELDS:

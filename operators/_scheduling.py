@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 
 from reactivex import abc
 from reactivex.scheduler.eventloop import AsyncIOScheduler
 
 from querysync._exceptions import ConfigurationError
 
-__all__ = ["resolve_scheduler"]
+__all__ = ["LoopScheduler", "resolve_scheduler"]
 
 
 def resolve_scheduler(
@@ -31,4 +32,22 @@ def resolve_scheduler(
             "no scheduler given and no running asyncio loop: pass scheduler= "
             "(an AsyncIOScheduler, or a TestScheduler in tests) or subscribe inside a coroutine"
         ) from None
-    return AsyncIOScheduler(loop)
+    return LoopScheduler(loop)
+
+
+class LoopScheduler(AsyncIOScheduler):
+    """An ``AsyncIOScheduler`` whose ``now`` follows the loop's monotonic clock.
+
+    reactivex reports wall-clock time, so a clock stepped back by NTP would keep held
+    updates in the throttle until the wall clock caught up. Anchoring ``now`` to
+    ``loop.time()`` keeps windows exactly as long as they say.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop)
+        self._loop_ref = loop
+        self._origin = datetime.now(UTC) - timedelta(seconds=loop.time())
+
+    @property
+    def now(self) -> datetime:
+        return self._origin + timedelta(seconds=self._loop_ref.time())

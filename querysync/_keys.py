@@ -106,6 +106,11 @@ class KeyRegistry:
         """True when the type has a rule or is ignored on purpose."""
         return resource_type in self._rules or resource_type in self._ignored
 
+    def general_keys(self, resource_type: str) -> tuple[QueryKey, ...]:
+        """The keys every update of ``resource_type`` invalidates (empty if unknown)."""
+        rule = self._rules.get(resource_type)
+        return rule.general if rule is not None else ()
+
     def is_ignored(self, resource_type: str) -> bool:
         """True when the type maps to nothing on purpose."""
         return resource_type in self._ignored
@@ -119,21 +124,34 @@ class KeyRegistry:
         """The general keys of the update's type, then its specific keys.
 
         An unknown or ignored type gives an empty list; an empty id gives general keys only.
-        Duplicates are dropped, first occurrence kept.
+        Duplicates are dropped, first occurrence kept. Whatever the ``specific`` rule
+        raises propagates (``expand_keys`` catches it and keeps the general keys).
         """
+        general, specific = self.split(update)
+        return [*general, *specific]
+
+    def split(
+        self, update: ResourceChangeUpdate
+    ) -> tuple[tuple[QueryKey, ...], tuple[QueryKey, ...]]:
+        """``(general, specific)``: the type's fixed keys and the ones its rule computed."""
         rule = self._rules.get(update.resource_type)
         if rule is None:
-            return []
+            return (), ()
         if rule.specific is None or not update.resource.id:
-            return list(rule.general)
-        keys = list(rule.general)
-        seen = set(keys)
-        for key in rule.specific(update):
+            return rule.general, ()
+        seen = set(rule.general)
+        specific: list[QueryKey] = []
+        produced = rule.specific(update)
+        # A rule that returns one key instead of a list of keys would otherwise be read
+        # as several one-element keys: ("job", "j1") -> ("job",), ("j1",).
+        if isinstance(produced, tuple) and produced and not isinstance(produced[0], tuple | list):
+            produced = [produced]
+        for key in produced:
             k = _as_key(key)
             if k not in seen:
                 seen.add(k)
-                keys.append(k)
-        return keys
+                specific.append(k)
+        return rule.general, tuple(specific)
 
     def copy(self) -> KeyRegistry:
         """An independent registry with the same rules."""

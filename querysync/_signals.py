@@ -15,18 +15,24 @@ class Invalidation:
     """An update together with the query keys it makes out of date.
 
     ``keys`` lists the general keys of the resource type first, then the specific ones.
+    ``specific`` names the keys of this one resource; :func:`querysync.operators.expand_keys`
+    fills it from the registry. Left as None (an Invalidation built by hand), it is
+    derived: the keys that contain the resource's id after their first element.
     """
 
     update: ResourceChangeUpdate
     keys: tuple[QueryKey, ...]
+    specific: tuple[QueryKey, ...] | None = field(default=None, compare=False)
 
     @property
     def specific_keys(self) -> tuple[QueryKey, ...]:
-        """The keys that name this resource's id, such as ``("workflow", "w1")``.
+        """The keys of this one resource, such as ``("workflow", "w1")``.
 
         These are the entries whose etag can prove them fresh, and the ones a delete
         removes instead of refetching (a refetch would only find a 404).
         """
+        if self.specific is not None:
+            return self.specific
         rid = self.update.resource.id
         if not rid:
             return ()

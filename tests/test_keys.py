@@ -325,3 +325,9 @@ def test_invalidation_is_immutable() -> None:
     inv = Invalidation(change("updated", "job", "j"), (("jobs",),))
     with pytest.raises(AttributeError):
         inv.keys = ()  # type: ignore[misc]
+
+
+def test_a_rule_returning_one_key_is_one_key_not_its_elements() -> None:
+    reg = KeyRegistry()
+    reg.register("job", ["jobs"], lambda u: ("job", u.resource.id))  # type: ignore[arg-type,return-value]
+    assert reg.keys_for(change("updated", "job", "j1")) == [("jobs",), ("job", "j1")]

@@ -10,11 +10,11 @@ from typing import Any
 import msgpack
 import pytest
 import reactivex
-from querysync.operators import decode
 from reactivex.testing import ReactiveTest, TestScheduler
 from reactivex.testing.recorded import Recorded
 
 from querysync import Rejected, Resync
+from querysync.operators import decode
 from querysync.testing import marbles
 
 on_next = ReactiveTest.on_next

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 import reactivex
-from querysync.operators import expand_keys
 from reactivex.testing import ReactiveTest, TestScheduler
 from reactivex.testing.recorded import Recorded
 
 from querysync import Invalidation, KeyRegistry, Resync, nodetool_registry
+from querysync.operators import expand_keys
 from querysync.testing import change, marbles
 
 on_next = ReactiveTest.on_next
@@ -169,3 +169,42 @@ def test_marbles() -> None:
         source = m.hot("-w-z-j-|", w=WF, z=ODD, j=JOB)
         result = m.start(source.pipe(expand_keys()))
         assert result == m.exp("-w---j-|", w=WF_INV, j=JOB_INV)
+
+
+def test_specific_keys_come_from_the_rule_and_name_the_id() -> None:
+    reg = KeyRegistry()
+    # ("jobs", "recent") is a general key that happens to contain a job's id.
+    reg.register("job", [("jobs", "recent")], lambda u: [("job", u.resource.id), ("log",)])
+    got: list[Any] = []
+    reactivex.of(change("deleted", "job", "recent")).pipe(expand_keys(reg)).subscribe(got.append)
+    (inv,) = got
+    assert inv.keys == (("jobs", "recent"), ("job", "recent"), ("log",))
+    assert inv.specific_keys == (("job", "recent"),)
+    assert inv.general_keys == (("jobs", "recent"), ("log",))
+
+
+def test_a_raising_rule_keeps_the_general_keys(caplog: pytest.LogCaptureFixture) -> None:
+    def broken(update: Any) -> list[Any]:
+        raise KeyError("thread_id")
+
+    reg = KeyRegistry()
+    reg.register("message", ["messages"], broken)
+    op = expand_keys(reg)
+    got: list[Any] = []
+    errors: list[Exception] = []
+    with caplog.at_level(logging.ERROR, logger="querysync"):
+        reactivex.of(change("updated", "message", "m1"), JOB).pipe(op).subscribe(
+            got.append, errors.append
+        )
+    assert errors == []
+    assert [i.keys for i in got] == [(("messages",),)]
+    assert op.counts["rule_errors"] == 1
+    assert any("raised" in r.getMessage() for r in caplog.records)
+
+
+def test_unknown_type_names_are_not_kept_without_bound() -> None:
+    op = expand_keys()
+    source = reactivex.from_iterable(change("updated", f"t{i}", "x") for i in range(1000))
+    source.pipe(op).subscribe()
+    assert op.counts["unknown_type"] == 1000
+    assert len(op.counts) <= 3

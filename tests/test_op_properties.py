@@ -15,12 +15,12 @@ from typing import Any, Literal, cast
 import msgpack
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from querysync.operators import resource_changes, throttle_per_resource
 from reactivex.notification import Notification, OnNext
 from reactivex.subject import Subject
 from reactivex.testing import ReactiveTest, TestScheduler
 
 from querysync import ChangeEvent, Rejected, Resource, ResourceChangeUpdate
+from querysync.operators import resource_changes, throttle_per_resource
 
 Kind = Literal["valid", "invalid", "other"]
 

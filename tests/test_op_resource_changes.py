@@ -9,12 +9,12 @@ from typing import Any
 import msgpack
 import pytest
 import reactivex
-from querysync.operators import resource_changes
 from reactivex.subject import Subject
 from reactivex.testing import ReactiveTest, TestScheduler
 from reactivex.testing.recorded import Recorded
 
 from querysync import Rejected, Resource, ResourceChangeUpdate, Resync
+from querysync.operators import resource_changes
 from querysync.testing import change, marbles
 
 on_next = ReactiveTest.on_next
@@ -255,7 +255,25 @@ def test_rejections_are_counted_logged_and_never_on_error(
     assert got == [W1_UPDATE] * len(bad)
     assert op.counts["rejected"] == len(bad)
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == len(bad)
+    # The first 20 are warnings, the rest debug lines: counted all the same.
+    assert len(warnings) == min(len(bad), 20)
+
+
+def test_rejection_warnings_are_rate_limited(caplog: pytest.LogCaptureFixture) -> None:
+    op = resource_changes()
+    source: Subject[Any] = Subject()
+    got: list[Any] = []
+    source.pipe(op).subscribe(got.append)
+    with caplog.at_level(logging.WARNING, logger="querysync"):
+        for _ in range(2500):
+            source.on_next(b"\xc1")
+        source.on_next(W1)
+    assert got == [W1_UPDATE]
+    assert op.counts["rejected"] == 2500
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    # 20 first ones, then the 1000th and the 2000th.
+    assert len(warnings) == 22
+    assert "2000 so far" in warnings[-1].getMessage()
 
 
 def test_a_raising_on_reject_does_not_end_the_stream() -> None:

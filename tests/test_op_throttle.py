@@ -9,7 +9,6 @@ from typing import Any, cast
 
 import pytest
 import reactivex
-from querysync.operators import throttle_per_resource
 from reactivex import abc, typing
 from reactivex.disposable import SingleAssignmentDisposable
 from reactivex.subject import Subject
@@ -17,6 +16,7 @@ from reactivex.testing import ReactiveTest, TestScheduler
 from reactivex.testing.recorded import Recorded
 
 from querysync import ConfigurationError, ResourceChangeUpdate, Resync
+from querysync.operators import throttle_per_resource
 from querysync.testing import change, marbles
 
 on_next = ReactiveTest.on_next

@@ -7,12 +7,12 @@ import doctest
 import pytest
 import reactivex
 from pydantic import ValidationError
-from querysync.operators import throttle_per_resource
 from reactivex import operators as ops
 from reactivex.testing import ReactiveTest
 
 import querysync.testing
 from querysync import ResourceChangeUpdate
+from querysync.operators import throttle_per_resource
 from querysync.testing import change, marbles
 
 on_next = ReactiveTest.on_next
