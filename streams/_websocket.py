@@ -337,7 +337,7 @@ class WebSocketSource(Observable[_Item]):
             log.info("WebSocket %s closed by the server", self._display_url)
             self._state.set(ConnectionState.CLOSED)
         else:
-            log.error("WebSocket %s: %s", self._display_url, outcome)
+            log.error("WebSocket source ended: %s", outcome)
             self._state.set(ConnectionState.FAILED)
         for observer in observers:
             self._deliver_end(observer, outcome)
