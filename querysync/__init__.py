@@ -8,6 +8,7 @@ disk-backed query cache true to the backend.
 
 from __future__ import annotations
 
+from ._audit import Agreement, Disagreement, audit
 from ._exceptions import (
     AuthenticationError,
     CacheClosedError,
@@ -29,12 +30,17 @@ from ._keys import (
     nodetool_registry,
 )
 from ._model import ChangeEvent, Resource, ResourceChangeUpdate
+from ._nodetool import LIST_KEYS, NodeToolApi, endpoint_for
+from ._pipeline import Pipeline, build_pipeline
 from ._signals import Invalidation, Rejected, Resync
+from ._sync import Sync, sync
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "LIST_KEYS",
     "NODETOOL_INTERNAL_TYPES",
+    "Agreement",
     "AuthenticationError",
     "CacheClosedError",
     "CacheCorruptError",
@@ -42,9 +48,12 @@ __all__ = [
     "CacheSecurityError",
     "ChangeEvent",
     "ConfigurationError",
+    "Disagreement",
     "FetchError",
     "Invalidation",
     "KeyRegistry",
+    "NodeToolApi",
+    "Pipeline",
     "QueryKey",
     "QuerySyncError",
     "Rejected",
@@ -53,8 +62,13 @@ __all__ = [
     "ResourceGone",
     "Resync",
     "SourceError",
+    "Sync",
     "__version__",
+    "audit",
+    "build_pipeline",
     "default_registry",
+    "endpoint_for",
     "key_matches",
     "nodetool_registry",
+    "sync",
 ]

@@ -12,6 +12,7 @@ import pytest
 import querysync
 
 QUERYSYNC_ALL = [
+    "Agreement",
     "AuthenticationError",
     "CacheClosedError",
     "CacheCorruptError",
@@ -19,10 +20,14 @@ QUERYSYNC_ALL = [
     "CacheSecurityError",
     "ChangeEvent",
     "ConfigurationError",
+    "Disagreement",
     "FetchError",
     "Invalidation",
     "KeyRegistry",
+    "LIST_KEYS",
     "NODETOOL_INTERNAL_TYPES",
+    "NodeToolApi",
+    "Pipeline",
     "QueryKey",
     "QuerySyncError",
     "Rejected",
@@ -31,10 +36,15 @@ QUERYSYNC_ALL = [
     "ResourceGone",
     "Resync",
     "SourceError",
+    "Sync",
     "__version__",
+    "audit",
+    "build_pipeline",
     "default_registry",
+    "endpoint_for",
     "key_matches",
     "nodetool_registry",
+    "sync",
 ]
 
 OPERATORS_ALL = [
