@@ -8,6 +8,18 @@ disk-backed query cache true to the backend.
 
 from __future__ import annotations
 
+import os as _os
+
+# From a source checkout's root (``python -m querysync``, ``python -m benchmarks``) this
+# folder shadows the installed package, and the stage folders that the install maps into
+# it (streams/, operators/, sinks/) sit beside it instead of inside it: look there too.
+_here = _os.path.dirname(__file__)
+_checkout = _os.path.dirname(_here)
+if not _os.path.isdir(_os.path.join(_here, "operators")) and _os.path.isfile(
+    _os.path.join(_checkout, "operators", "__init__.py")
+):
+    __path__.append(_checkout)
+
 from ._audit import Agreement, Disagreement, audit
 from ._exceptions import (
     AuthenticationError,

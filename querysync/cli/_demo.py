@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from rich.console import Console, Group
@@ -28,7 +28,7 @@ __all__ = ["expected_keys", "run_demo"]
 
 
 def expected_keys(
-    snapshot: dict[str, dict[str, object]], registry: KeyRegistry | None = None
+    snapshot: Mapping[str, Mapping[str, object]], registry: KeyRegistry | None = None
 ) -> Iterator[QueryKey]:
     """What mirror mode promises to hold: every list, and each live resource's own keys."""
     reg = registry if registry is not None else nodetool_registry()
