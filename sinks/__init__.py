@@ -2,29 +2,32 @@
 
 :class:`QueryCache` is a disk-backed store of query results (JSON only, never
 unpickled) that invalidation, removal and refetch keep true to the backend;
-:func:`apply` is the stage that feeds a pipeline's invalidations into it.
+:func:`apply` is the stage that feeds a pipeline's invalidations into it;
+:func:`to_jsonl` records a stream in the format ``querysync.streams.from_jsonl`` replays.
 """
 
 from __future__ import annotations
 
-from querysync.operators import Stage
-
 from querysync._signals import Invalidation, Resync
+from querysync.operators import Stage
 
 from ._apply import apply_
 from ._cache import QueryCache, RefetchType
 from ._entry import CacheEntry
 from ._events import CacheEvent, CacheEventKind
 from ._fetch import Fetch
+from ._jsonl import JsonlRecorder, to_jsonl
 
 __all__ = [
     "CacheEntry",
     "CacheEvent",
     "CacheEventKind",
     "Fetch",
+    "JsonlRecorder",
     "QueryCache",
     "RefetchType",
     "apply",
+    "to_jsonl",
 ]
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from collections import Counter
 
-from querysync.operators import Stage
 from reactivex import Observable, abc
 
 from querysync._signals import Invalidation, Resync
+from querysync.operators import Stage
 
 from ._cache import QueryCache, RefetchType, _check_refetch
 

@@ -9,7 +9,7 @@ import os
 import time
 import weakref
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from collections.abc import Set as AbstractSet
 from dataclasses import replace
 from typing import Any, Literal
@@ -26,7 +26,7 @@ from ._entry import CacheEntry, Record, as_query_key, encode_data, etag_of
 from ._events import EVENT_KINDS, Broadcast, CacheEvent, CacheEventKind
 from ._fetch import Fetch, FetcherTable, FetchScheduler, RetryPolicy
 from ._index import KeyTrie
-from ._load import load
+from ._load import bulk_allocation, load
 from ._store import EntryStore
 
 __all__ = ["QueryCache", "RefetchType"]
@@ -79,7 +79,9 @@ class QueryCache:
       is discarded at open.
     - ``retries`` (default 3), ``retry_delay`` (default 1.0), ``retry_cap`` (default
       30.0): a failed fetch is retried ``retries`` times after ``retry_delay`` doubling,
-      each wait at most ``retry_cap``.
+      each wait at most ``retry_cap``. A fetcher raising :class:`querysync.ResourceGone`
+      (a 404) is not retried: the key's entry is removed (``fetch_failed`` and
+      ``removed`` events), since the resource no longer exists.
     - ``concurrency``: at most this many fetcher calls at once, default 8.
     - ``batch_size``: at most this many rows per disk transaction, default 500.
     - ``timeout``: SQLite lock timeout, default 10.0. Another process holding the
@@ -108,9 +110,13 @@ class QueryCache:
     ) -> None:
         self._directory = os.fspath(directory)
         policy = RetryPolicy(retries, retry_delay, retry_cap)
-        loaded = load(
-            self._directory, buster=buster, max_age=max_age, timeout=timeout, recover=recover
-        )
+        with bulk_allocation():
+            loaded = load(
+                self._directory, buster=buster, max_age=max_age, timeout=timeout, recover=recover
+            )
+            trie = KeyTrie()
+            for key in loaded.records:
+                trie.add(key)
         self._store = EntryStore(loaded.cache, buster=buster, batch_size=batch_size)
         # The store's thread must stop (after writing what is queued) even if the cache
         # is never closed; the finalizer holds the store, never the cache.
@@ -119,9 +125,7 @@ class QueryCache:
             self._store.write_meta_now()
 
         self._records = loaded.records
-        self._trie = KeyTrie()
-        for key in self._records:
-            self._trie.add(key)
+        self._trie = trie
         self._stale = sum(1 for r in self._records.values() if r.entry.stale)
         self._counts: Counter[str] = Counter(
             corrupt_rows=loaded.problems.corrupt,
@@ -146,6 +150,15 @@ class QueryCache:
 
     def __len__(self) -> int:
         return len(self._records)
+
+    def __iter__(self) -> Iterator[QueryKey]:
+        return iter(self.keys())
+
+    def __contains__(self, key: object) -> bool:
+        try:
+            return as_query_key(key) in self._records  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return False
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"entries={len(self._records)} stale={self._stale}"
@@ -444,6 +457,13 @@ class QueryCache:
             self._commit(Record(entry, record.data_json))
         self._publish("fetch_failed", key, error=error)
 
+    def fetch_gone(self, key: QueryKey, error: str) -> None:
+        log.info("fetch of %r: the resource is gone (%s); entry removed", key, error)
+        if self._closed:
+            return
+        self._publish("fetch_failed", key, error=error)
+        self._remove(key, True, None)
+
     def fetch_discarded(self, key: QueryKey) -> None:
         self._publish("fetch_discarded", key)
 
@@ -486,7 +506,7 @@ class QueryCache:
                 continue
             record = self._records[key]
             if not record.entry.stale:
-                new = Record(replace(record.entry, stale=True), record.data_json)
+                new = record.with_stale()
                 self._records[key] = new
                 changed.append((key, new))
             self._publish("invalidated", key, update=update)

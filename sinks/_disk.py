@@ -10,7 +10,6 @@ cache. :class:`JsonDisk` stores keys as JSON text and values as JSON bytes and r
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import os.path as op
@@ -69,7 +68,7 @@ class JsonDisk(diskcache.Disk):  # type: ignore[misc]
     Keys: a query key tuple becomes its JSON array text (never a pickled tuple);
     :data:`META_KEY` is stored as itself. Values: the caller hands in JSON bytes,
     kept in the row (``MODE_RAW``) or, from 32 KiB, in a file (``MODE_BINARY``);
-    :meth:`fetch` returns the decoded JSON document.
+    :meth:`fetch` returns the JSON text, for :func:`decode_record` to parse and check.
     """
 
     def put(self, key: Any) -> tuple[str, bool]:
@@ -101,7 +100,7 @@ class JsonDisk(diskcache.Disk):  # type: ignore[misc]
         if mode == MODE_RAW:
             if not isinstance(value, bytes | str):
                 raise CacheCorruptError(f"a row's value is {type(value).__name__}, not JSON")
-            text: bytes | str = value
+            raw: bytes | str = value
         elif mode in (MODE_BINARY, MODE_TEXT):
             # A planted row could point anywhere; only files diskcache itself names
             # (relative, inside the directory) are read.
@@ -111,13 +110,15 @@ class JsonDisk(diskcache.Disk):  # type: ignore[misc]
                 or ".." in filename.split(os.sep)
             ):
                 raise CacheSecurityError(f"a row's value file {filename!r} is outside the cache")
-            text = super().fetch(mode, filename, value, False)
+            raw = super().fetch(mode, filename, value, False)
         else:
             raise CacheCorruptError(f"a row has unknown value mode {mode!r}")
+        if isinstance(raw, str):
+            return raw
         try:
-            return json.loads(text)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise CacheCorruptError(f"a row's value is not JSON: {exc}") from exc
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise CacheCorruptError(f"a row's value is not UTF-8 text: {exc}") from exc
 
 
 def secure_directory(directory: str) -> None:
@@ -186,10 +187,10 @@ def move_aside(directory: str) -> list[str]:
 
 @dataclass(frozen=True, slots=True)
 class Row:
-    """One row of the Cache table, decoded: a query key (or META_KEY) and its JSON document."""
+    """One row of the Cache table: a query key (or META_KEY) and its value's JSON text."""
 
     key: QueryKey | str
-    doc: object
+    text: str
 
 
 @dataclass(slots=True)
@@ -216,7 +217,7 @@ def scan_rows(
         for rowid, key, raw, mode, filename, value in cursor:
             try:
                 decoded = disk.get(key, raw)
-                doc = disk.fetch(mode, filename, value, False)
+                text = disk.fetch(mode, filename, value, False)
             except CacheSecurityError as exc:
                 problems.unsafe += 1
                 log.error("cache row %d refused and skipped: %s", rowid, exc)
@@ -224,6 +225,6 @@ def scan_rows(
                 problems.corrupt += 1
                 log.error("cache row %d unreadable and skipped: %s", rowid, exc)
             else:
-                yield Row(decoded, doc)
+                yield Row(decoded, text)
     finally:
         con.close()

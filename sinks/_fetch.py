@@ -9,9 +9,9 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
-from querysync._exceptions import ConfigurationError
+from querysync._exceptions import ConfigurationError, ResourceGone
 from querysync._keys import QueryKey
 
 __all__ = ["Fetch", "FetchHost", "FetchScheduler", "FetcherTable", "RetryPolicy"]
@@ -75,6 +75,8 @@ class FetchHost(Protocol):
 
     def fetch_failed(self, key: QueryKey, error: str) -> None: ...
 
+    def fetch_gone(self, key: QueryKey, error: str) -> None: ...
+
     def fetch_discarded(self, key: QueryKey) -> None: ...
 
     def flight_ended(self, key: QueryKey) -> None: ...
@@ -106,7 +108,8 @@ class FetchScheduler:
       many invalidations arrived (a burst of 1,000 costs at most two fetches);
     - a removal during a fetch makes it drop its result;
     - a failed attempt is retried after ``RetryPolicy.backoff``; the semaphore is not
-      held while waiting, so backoffs do not starve other keys.
+      held while waiting, so backoffs do not starve other keys;
+    - :class:`querysync.ResourceGone` (a 404) is not retried: asking again cannot help.
     """
 
     def __init__(self, host: FetchHost, policy: RetryPolicy, concurrency: int) -> None:
@@ -204,20 +207,24 @@ class FetchScheduler:
             fetch = host.fetcher_for(key)
             if fetch is None:
                 return
-            ok, result = await self._attempts(key, fetch)
+            outcome, result = await self._attempts(key, fetch)
             if flight.discard:
                 host.fetch_discarded(key)
-            elif ok:
+            elif outcome == "ok":
                 try:
                     host.fetched(key, result, stale=flight.invalidated)
                 except (TypeError, ValueError) as exc:
                     host.fetch_failed(key, f"fetcher returned data that is not JSON: {exc}")
+            elif outcome == "gone":
+                host.fetch_gone(key, result)
             else:
-                host.fetch_failed(key, str(result))
+                host.fetch_failed(key, result)
             if not flight.again:
                 return
 
-    async def _attempts(self, key: QueryKey, fetch: Fetch) -> tuple[bool, Any]:
+    async def _attempts(
+        self, key: QueryKey, fetch: Fetch
+    ) -> tuple[Literal["ok", "failed", "gone"], Any]:
         if self._semaphore is None:
             self._semaphore = asyncio.Semaphore(self._concurrency)
         semaphore = self._semaphore
@@ -226,11 +233,13 @@ class FetchScheduler:
             async with semaphore:
                 self._host.fetch_started(key)
                 try:
-                    return True, await fetch(key)
+                    return "ok", await fetch(key)
+                except ResourceGone as exc:
+                    return "gone", _describe(exc)
                 except Exception as exc:
                     error = _describe(exc)
             if retry >= self._policy.retries:
-                return False, error
+                return "failed", error
             self._host.fetch_retry(key, error)
             await asyncio.sleep(self._policy.backoff(retry))
             retry += 1

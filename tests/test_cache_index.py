@@ -1,0 +1,71 @@
+"""The prefix trie behind QueryCache.invalidate/remove/keys, against querysync.key_matches."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from querysync import QueryKey, key_matches
+from querysync.sinks._index import KeyTrie
+
+_elements = st.sampled_from(["workflow", "w1", "w10", "w", "versions", 1, 2, None, True, 2.5])
+_keys = st.lists(_elements, min_size=1, max_size=4).map(tuple)
+
+
+def _trie(keys: list[QueryKey]) -> KeyTrie:
+    trie = KeyTrie()
+    for key in keys:
+        trie.add(key)
+    return trie
+
+
+def test_prefix_matches_whole_elements_only() -> None:
+    trie = _trie([("workflow", "w1"), ("workflow", "w10"), ("workflow", "w1", "versions")])
+    assert sorted(trie.matching(("workflow", "w1"))) == [
+        ("workflow", "w1"),
+        ("workflow", "w1", "versions"),
+    ]
+    assert trie.matching(("workflow", "w1"), exact=True) == [("workflow", "w1")]
+    assert trie.matching(("workflow", "w")) == []
+    assert len(trie.matching(())) == 3
+
+
+def test_exact_on_an_inner_node_without_entry_is_empty() -> None:
+    trie = _trie([("workflow", "w1", "versions")])
+    assert trie.matching(("workflow", "w1"), exact=True) == []
+    assert trie.matching(("workflow", "w1")) == [("workflow", "w1", "versions")]
+
+
+def test_discard_prunes_and_keeps_siblings() -> None:
+    trie = _trie([("a", "b", "c"), ("a", "b"), ("a", "x")])
+    assert trie.discard(("a", "b", "c"))
+    assert not trie.discard(("a", "b", "c"))
+    assert ("a", "b") in trie
+    assert trie.discard(("a", "b"))
+    assert trie.matching(("a",)) == [("a", "x")]
+    assert trie.discard(("a", "x"))
+    assert len(trie) == 0
+    assert trie._root.children == {}
+
+
+def test_add_twice_counts_once() -> None:
+    trie = KeyTrie()
+    assert trie.add(("jobs",))
+    assert not trie.add(("jobs",))
+    assert len(trie) == 1
+
+
+@given(st.lists(_keys, max_size=30), st.lists(_keys, max_size=10), _keys, st.booleans())
+def test_matching_equals_key_matches_scan(
+    added: list[QueryKey], removed: list[QueryKey], prefix: QueryKey, exact: bool
+) -> None:
+    trie = _trie(added)
+    model = set(added)
+    for key in removed:
+        assert trie.discard(key) == (key in model)
+        model.discard(key)
+    expected = {k for k in model if key_matches(prefix, k, exact=exact)}
+    found = trie.matching(prefix, exact=exact)
+    assert len(found) == len(set(found))
+    assert set(found) == expected
+    assert len(trie) == len(model)
