@@ -12,9 +12,11 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from reactivex import abc
 
-from ._keys import KeyRegistry
-from ._nodetool import LIST_KEYS, NodeToolApi
+from ._keys import KeyRegistry, QueryKey, nodetool_registry
+from ._model import Resource, ResourceChangeUpdate
+from ._nodetool import LIST_KEYS, NodeToolApi, endpoint_for
 from ._pipeline import Pipeline, Refetch, build_pipeline
+from ._signals import Invalidation, Resync
 from .operators import RejectHandler
 
 if TYPE_CHECKING:
@@ -25,6 +27,17 @@ __all__ = ["Sync", "sync"]
 
 log = logging.getLogger("querysync.sync")
 
+# List key -> (the body member that holds the items, their resource type). After a
+# resync, mirror mode reads these lists to find resources it never heard of.
+_LISTED: dict[QueryKey, tuple[str, str]] = {
+    ("workflows",): ("workflows", "workflow"),
+    ("jobs",): ("jobs", "job"),
+    ("assets",): ("assets", "asset"),
+    ("threads",): ("threads", "thread"),
+    ("workspaces",): ("workspaces", "workspace"),
+    ("secrets",): ("secrets", "secret"),
+}
+
 
 class Sync:
     """A running pipeline that keeps ``cache`` in step with one NodeTool server.
@@ -33,6 +46,11 @@ class Sync:
     resource that changes while it runs cached at its latest state (removed when
     deleted); with ``mirror=False`` only keys someone watches are refetched, as in
     TanStack Query. Stop it with ``await s.stop()`` or ``async with``.
+
+    After a resync (a reconnection) mirror mode also reads the refetched lists and
+    fetches every listed resource it holds no entry for: changes sent while the
+    connection was down are lost, and a resource created then is named nowhere else.
+    Only the first page of each list is read.
     """
 
     def __init__(
@@ -45,12 +63,15 @@ class Sync:
         session: aiohttp.ClientSession | None,
         owns_cache: bool,
         mirror: bool,
+        registry: KeyRegistry | None = None,
     ) -> None:
         self.source = source
         self.cache = cache
         self.api = api
         self.pipeline = pipeline
         self.mirror = mirror
+        self._registry = registry if registry is not None else nodetool_registry()
+        self._discovery: asyncio.Task[None] | None = None
         self._session = session
         self._owns_cache = owns_cache
         self._subscription: abc.DisposableBase | None = None
@@ -59,11 +80,52 @@ class Sync:
 
     def _start(self) -> None:
         self._subscription = self.pipeline.observable.subscribe(
-            on_error=self._on_error, on_completed=self._on_completed
+            on_next=self._on_next, on_error=self._on_error, on_completed=self._on_completed
         )
         if self.mirror:
             for key in LIST_KEYS:
                 self.cache.prefetch(key)
+
+    def _on_next(self, item: Invalidation | Resync) -> None:
+        if self.mirror and isinstance(item, Resync):
+            if self._discovery is not None:
+                self._discovery.cancel()
+            self._discovery = asyncio.get_running_loop().create_task(self._discover())
+
+    async def _discover(self) -> None:
+        """Fetch the keys of every listed resource the cache has no entry for."""
+        try:
+            threads = await self._discover_in(
+                [(key, member, rtype) for key, (member, rtype) in _LISTED.items()]
+            )
+            await self._discover_in([(("messages", t), "messages", "message") for t in threads])
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # A server that answers lists in another shape costs the discovery only.
+            log.exception("reading the lists after a resync failed")
+
+    async def _discover_in(self, lists: list[tuple[QueryKey, str, str]]) -> list[str]:
+        """Prefetch the missing keys of the items of ``lists``; the ids of the threads seen."""
+        entries = await asyncio.gather(*(self.cache.fetch(key) for key, _, _ in lists))
+        threads: list[str] = []
+        for (_, member, resource_type), entry in zip(lists, entries, strict=True):
+            body = entry.data if entry is not None else None
+            items = body.get(member) if isinstance(body, dict) else None
+            for item in items if isinstance(items, list) else ():
+                rid = item.get("id") if isinstance(item, dict) else None
+                if not isinstance(rid, str) or not rid:
+                    continue
+                if resource_type == "thread":
+                    threads.append(rid)
+                update = ResourceChangeUpdate(
+                    event="updated", resource_type=resource_type, resource=Resource(id=rid)
+                )
+                _, specific = self._registry.split(update)
+                for key in specific:
+                    if endpoint_for(key) is not None and key not in self.cache:
+                        self.cache.prefetch(key)
+        return threads
 
     def _on_error(self, error: Exception) -> None:
         log.error("sync stopped: %s", error)
@@ -101,8 +163,19 @@ class Sync:
         while True:
             before = self.source.counts["frames"]
             await asyncio.sleep(quiet)
-            await self.cache.wait_idle()
+            await self._idle()
             if self.source.counts["frames"] == before:
+                return
+
+    async def _idle(self) -> None:
+        # The discovery after a resync starts fetches only once the lists are in: the
+        # cache can be idle in between while the discovery still has work to start.
+        while True:
+            discovery = self._discovery
+            if discovery is not None and not discovery.done():
+                await asyncio.wait({discovery})
+            await self.cache.wait_idle()
+            if self._discovery is discovery:
                 return
 
     async def stop(self) -> None:
@@ -110,6 +183,10 @@ class Sync:
         if self._subscription is not None:
             self._subscription.dispose()
             self._subscription = None
+        if self._discovery is not None:
+            self._discovery.cancel()
+            await asyncio.wait({self._discovery})
+            self._discovery = None
         await self.source.close()
         if self._owns_cache:
             await self.cache.aclose()
@@ -187,6 +264,7 @@ async def sync(
             session=http if owns_session else None,
             owns_cache=owns_cache,
             mirror=mirror,
+            registry=registry,
         )
         running._start()
     except BaseException:
