@@ -145,7 +145,7 @@ def test_a_raising_event_subscriber_breaks_nothing(cache: QueryCache) -> None:
     cache.events().subscribe(explode)
     good = _record(cache)
     out: list[Any] = []
-    items = [_inv(change("updated", "job", "j1")), Resync()]
+    items: list[Invalidation | Resync] = [_inv(change("updated", "job", "j1")), Resync()]
     reactivex.from_iterable(items).pipe(apply(cache)).subscribe(out.append)
     assert out == items
     assert [e.kind for e in good][:1] == ["invalidated"]
@@ -160,9 +160,9 @@ def test_cache_errors_are_counted_and_the_stream_goes_on(tmp_path: Path) -> None
     out: list[Any] = []
     done: list[bool] = []
     stage = apply(cache)
-    reactivex.from_iterable(items).pipe(stage).subscribe(
-        out.append, on_completed=lambda: done.append(True)
-    )
+    # Bad items on purpose: the stage must survive what its type says cannot come.
+    source: reactivex.Observable[Any] = reactivex.from_iterable(items)
+    source.pipe(stage).subscribe(out.append, on_completed=lambda: done.append(True))
     assert out == items
     assert done == [True]
     assert stage.counts["errors"] == 3
@@ -172,7 +172,8 @@ def test_cache_errors_are_counted_and_the_stream_goes_on(tmp_path: Path) -> None
 def test_bad_item_is_counted_on_an_open_cache(cache: QueryCache) -> None:
     stage = apply(cache)
     out: list[Any] = []
-    reactivex.from_iterable([42, Resync()]).pipe(stage).subscribe(out.append)
+    source: reactivex.Observable[Any] = reactivex.from_iterable([42, Resync()])
+    source.pipe(stage).subscribe(out.append)
     assert out == [42, Resync()]
     assert stage.counts["errors"] == 1
     assert stage.counts["resyncs"] == 1

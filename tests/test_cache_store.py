@@ -6,6 +6,7 @@ import json
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,7 +51,7 @@ def test_bare_string_key_is_one_element(tmp_path: Path) -> None:
 
 def test_data_is_copied_through_json(tmp_path: Path) -> None:
     with QueryCache(tmp_path / "c") as cache:
-        data = {"items": [1, 2], "t": (1, 2)}
+        data: dict[str, Any] = {"items": [1, 2], "t": (1, 2)}
         cache.set(("k",), data)
         data["items"].append(3)
         entry = cache.get(("k",))
@@ -303,3 +304,30 @@ def test_a_document_in_another_member_order_still_loads(tmp_path: Path) -> None:
         entry = cache.get(("k",))
         assert entry is not None
         assert entry.data == {"b": 2}
+
+
+async def test_writes_wait_for_a_locked_database_off_the_loop(tmp_path: Path) -> None:
+    """Another process holds the write lock: calls still return at once, nothing is lost."""
+    import asyncio
+
+    async with QueryCache(tmp_path / "c", timeout=0.05) as cache:
+        locker = sqlite3.connect(tmp_path / "c" / "cache.db", isolation_level=None)
+        locker.execute("BEGIN IMMEDIATE")
+        try:
+            for i in range(50):
+                cache.set(("k", i), i)  # would raise diskcache.Timeout if written here
+            cache.invalidate(("k",))
+            assert cache.stats()["queued_writes"] > 0
+            for _ in range(200):
+                if cache.stats()["write_errors"]:
+                    break
+                await asyncio.sleep(0.01)
+            assert cache.stats()["write_errors"] >= 1
+            assert len(cache.keys(("k",))) == 50
+        finally:
+            locker.execute("ROLLBACK")
+            locker.close()
+        await cache.wait_idle()
+        assert cache.stats()["lost_writes"] == 0
+    rows = _rows(tmp_path / "c")
+    assert all(rows[f'["k",{i}]']["stale"] is True for i in range(50))
