@@ -234,11 +234,15 @@ async def sync(
     from .sinks import QueryCache
     from .streams import websocket
 
-    owns_session = session is None
-    http = session if session is not None else aiohttp.ClientSession()
     owns_cache = not isinstance(cache, QueryCache)
+    # The cache first: opening it is what fails on a bad directory, and a session made
+    # before it would be left open.
     qc = QueryCache(cache) if not isinstance(cache, QueryCache) else cache
+    owns_session = session is None
+    http = session
     try:
+        if http is None:
+            http = aiohttp.ClientSession()
         api = NodeToolApi(api_url, http, token=token)
         api.register(qc)
         source = websocket(
@@ -270,7 +274,7 @@ async def sync(
     except BaseException:
         if owns_cache:
             qc.close()
-        if owns_session:
+        if owns_session and http is not None:
             await http.close()
         raise
     return running

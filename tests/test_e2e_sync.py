@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -422,3 +424,15 @@ async def test_without_mirror_only_watched_keys_are_refetched(
     assert listed is not None
     assert listed.stale
     assert cache.get(("workflow", later["id"])) is None
+
+
+async def test_a_cache_that_cannot_be_opened_leaves_no_session_open(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(NotADirectoryError):
+            await sync("ws://127.0.0.1:9/ws", "http://127.0.0.1:9", blocker / "cache")
+        gc.collect()
+    leaked = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    assert leaked == []
