@@ -14,9 +14,16 @@ __all__ = ["run_serve"]
 async def run_serve(args: argparse.Namespace) -> int:
     """Serve until SIGINT/SIGTERM; 0 on a clean stop."""
     server = NodeToolServer(token=args.token)
-    await server.start(host=args.host, port=args.port)
-    print(f"NodeTool-compatible server on {server.api_url} (WebSocket {server.ws_url})", flush=True)
+    # The handlers go in before the ready line: whoever waits for that line may signal
+    # at once, and a signal before them would kill the process instead of stopping it.
     with stop_on_signals() as stop:
-        await stop.wait()
-    await server.stop()
+        await server.start(host=args.host, port=args.port)
+        try:
+            print(
+                f"NodeTool-compatible server on {server.api_url} (WebSocket {server.ws_url})",
+                flush=True,
+            )
+            await stop.wait()
+        finally:
+            await server.stop()
     return 0
