@@ -1,0 +1,89 @@
+"""Each benchmark runs at tiny sizes and reports figures of the right shape (never timings)."""
+
+from __future__ import annotations
+
+import importlib
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# benchmarks/ is not installed. The checkout's root goes at the END of sys.path: first it
+# would let the source folder querysync/ shadow the installed package. The benchmarks'
+# spawned helper processes inherit this sys.path.
+_ROOT = str(Path(__file__).resolve().parents[1])
+if _ROOT not in sys.path:
+    sys.path.append(_ROOT)
+
+KEYS = {"name", "value", "unit", "baseline", "ratio", "target", "met"}
+# The cache benchmark belongs to the cache's own smoke test.
+NAMES = ("throttle", "throughput", "latency", "coalescing")
+
+
+def _run(name: str) -> list[dict[str, Any]]:
+    module = importlib.import_module(f"benchmarks.bench_{name}")
+    figures: list[dict[str, Any]] = module.run(small=True)
+    return figures
+
+
+def _check(fig: dict[str, Any]) -> None:
+    assert set(fig) == KEYS, fig
+    assert isinstance(fig["name"], str)
+    assert fig["name"]
+    assert isinstance(fig["unit"], str)
+    assert isinstance(fig["value"], float)
+    assert math.isfinite(fig["value"])
+    assert fig["value"] >= 0
+    if fig["baseline"] is not None:
+        assert isinstance(fig["baseline"], float)
+        assert math.isfinite(fig["baseline"])
+        assert fig["baseline"] >= 0
+    if fig["ratio"] is not None:
+        assert fig["baseline"]
+        assert math.isclose(fig["ratio"], fig["value"] / fig["baseline"])
+    assert fig["target"] is None or isinstance(fig["target"], str)
+    assert fig["met"] is None or isinstance(fig["met"], bool)
+    assert (fig["met"] is None) == (fig["target"] is None)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_small_run_reports_well_formed_figures(name: str) -> None:
+    figures = _run(name)
+    assert figures
+    for fig in figures:
+        _check(fig)
+        if fig["unit"] in ("msg/s", "msg/cpu-s", "ms"):
+            # A rate or a latency of zero would mean nothing was measured.
+            assert fig["value"] > 0, fig
+            assert fig["baseline"] is None or fig["baseline"] > 0, fig
+    names = [f["name"] for f in figures]
+    assert len(set(names)) == len(names)
+    assert all(n.startswith(name) for n in names)
+
+
+def test_table_lists_every_figure_and_the_header() -> None:
+    from benchmarks._figures import figure
+    from benchmarks.run import COLUMNS, format_table
+
+    figures = [
+        figure("alpha", 1234.5, "msg/s", baseline=1000.0, target="ratio >= 0.8", met=True),
+        figure("beta", 0.004, "ms"),
+    ]
+    lines = format_table(figures).splitlines()
+    assert lines[0].split() == [c.split()[0] for c in COLUMNS]
+    assert lines[2].startswith("alpha")
+    assert "1.23" in lines[2]
+    assert lines[2].rstrip().endswith("yes")
+    assert lines[3].startswith("beta")
+    assert len(lines) == 4
+
+
+def test_unknown_benchmark_name_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.run import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--small", "nonsense"])
+    assert exc.value.code == 2
+    assert "nonsense" in capsys.readouterr().err
