@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 from querysync.sinks import QueryCache
+from querysync.sinks._disk import DB_NAME
 
 __all__ = ["run_inspect"]
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    """Print every entry (key, stale, etag, age); 0 on success."""
+    """Print every entry (key, stale, etag, age); 0 on success, 1 when there is no cache."""
+    # Opening a QueryCache creates what is missing: a mistyped path must not become an
+    # empty cache that is then reported as one.
+    if not (Path(args.directory) / DB_NAME).is_file():
+        print(f"querysync inspect: no querysync cache in {args.directory}", file=sys.stderr)
+        return 1
     now = time.time()
     with QueryCache(args.directory) as cache:
         entries = [e for e in (cache.get(k) for k in sorted(cache.keys(), key=repr)) if e]
