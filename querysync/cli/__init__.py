@@ -8,7 +8,11 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from querysync._exceptions import QuerySyncError
+
 __all__ = ["main"]
+
+log = logging.getLogger("querysync.cli")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -79,6 +83,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(run_serve(args))
     except KeyboardInterrupt:
         return 130
+    except (QuerySyncError, OSError) as exc:
+        # Bad input (a URL, a port in use, a cache directory): what went wrong in one
+        # line, not a traceback; -vv shows the traceback too.
+        log.debug("querysync %s failed", args.command, exc_info=True)
+        print(f"querysync {args.command}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
