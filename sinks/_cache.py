@@ -109,7 +109,13 @@ class QueryCache:
         recover: bool = False,
     ) -> None:
         self._directory = os.fspath(directory)
+        # Every argument is checked before anything is opened, so a bad one leaves no
+        # connection or thread behind.
         policy = RetryPolicy(retries, retry_delay, retry_cap)
+        if concurrency < 1 or batch_size < 1:
+            raise ValueError("concurrency and batch_size must be at least 1")
+        if timeout <= 0 or (max_age is not None and max_age < 0):
+            raise ValueError("timeout must be positive and max_age not negative")
         with bulk_allocation():
             loaded = load(
                 self._directory, buster=buster, max_age=max_age, timeout=timeout, recover=recover
@@ -138,7 +144,7 @@ class QueryCache:
         self._watches: dict[QueryKey, _Watch] = {}
         self._events: Broadcast[CacheEvent] = Broadcast(self._counts)
         self._fetchers = FetcherTable()
-        self._scheduler = FetchScheduler(self, policy, concurrency)
+        self._scheduler = FetchScheduler(_Host(self), policy, concurrency)
         self._closed = False
 
     # -- reading -------------------------------------------------------------------
@@ -426,29 +432,18 @@ class QueryCache:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
-    # -- FetchHost: called by the scheduler on the loop ------------------------------------
+    # -- internals -----------------------------------------------------------------------
 
-    def fetcher_for(self, key: QueryKey) -> Fetch | None:
-        return self._fetchers.lookup(key)
-
-    def fetch_started(self, key: QueryKey) -> None:
-        self._publish("fetch_started", key)
-
-    def fetch_retry(self, key: QueryKey, error: str) -> None:
-        log.info("fetch of %r failed, retrying: %s", key, error)
-        self._publish("fetch_retry", key, error=error)
-
-    def fetched(self, key: QueryKey, data: Any, *, stale: bool) -> None:
+    def _on_fetched(self, key: QueryKey, data: Any, stale: bool) -> None:
         if self._closed:
             return
         record = _record(key, data, None)
         if stale:
-            record.entry = replace(record.entry, stale=True)
+            record = record.with_stale()
         self._commit(record)
         self._publish("fetched", key)
 
-    def fetch_failed(self, key: QueryKey, error: str) -> None:
-        log.warning("fetch of %r failed: %s", key, error)
+    def _on_failed(self, key: QueryKey, error: str) -> None:
         if self._closed:
             return
         record = self._records.get(key)
@@ -457,21 +452,15 @@ class QueryCache:
             self._commit(Record(entry, record.data_json))
         self._publish("fetch_failed", key, error=error)
 
-    def fetch_gone(self, key: QueryKey, error: str) -> None:
-        log.info("fetch of %r: the resource is gone (%s); entry removed", key, error)
+    def _on_gone(self, key: QueryKey, error: str) -> None:
         if self._closed:
             return
         self._publish("fetch_failed", key, error=error)
         self._remove(key, True, None)
 
-    def fetch_discarded(self, key: QueryKey) -> None:
-        self._publish("fetch_discarded", key)
-
-    def flight_ended(self, key: QueryKey) -> None:
+    def _on_flight_ended(self, key: QueryKey) -> None:
         if key not in self._watches:
             self._live.discard(key)
-
-    # -- internals -----------------------------------------------------------------------
 
     def _check_open(self) -> None:
         if self._closed:
@@ -630,6 +619,42 @@ class QueryCache:
 
     def _note_apply_error(self) -> None:
         self._counts["apply_errors"] += 1
+
+
+class _Host:
+    """The cache as its fetch scheduler sees it; keeps these hooks out of the public API."""
+
+    __slots__ = ("_cache",)
+
+    def __init__(self, cache: QueryCache) -> None:
+        self._cache = cache
+
+    def fetcher_for(self, key: QueryKey) -> Fetch | None:
+        return self._cache._fetchers.lookup(key)
+
+    def fetch_started(self, key: QueryKey) -> None:
+        self._cache._publish("fetch_started", key)
+
+    def fetch_retry(self, key: QueryKey, error: str) -> None:
+        log.info("fetch of %r failed, retrying: %s", key, error)
+        self._cache._publish("fetch_retry", key, error=error)
+
+    def fetched(self, key: QueryKey, data: Any, *, stale: bool) -> None:
+        self._cache._on_fetched(key, data, stale)
+
+    def fetch_failed(self, key: QueryKey, error: str) -> None:
+        log.warning("fetch of %r failed: %s", key, error)
+        self._cache._on_failed(key, error)
+
+    def fetch_gone(self, key: QueryKey, error: str) -> None:
+        log.info("fetch of %r: the resource is gone (%s); entry removed", key, error)
+        self._cache._on_gone(key, error)
+
+    def fetch_discarded(self, key: QueryKey) -> None:
+        self._cache._publish("fetch_discarded", key)
+
+    def flight_ended(self, key: QueryKey) -> None:
+        self._cache._on_flight_ended(key)
 
 
 def _record(key: QueryKey, data: Any, etag: str | None) -> Record:

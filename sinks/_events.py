@@ -81,15 +81,15 @@ class Broadcast(Generic[_T]):
     A ``reactivex.Subject`` stops at the first observer that raises and lets the
     exception reach the publisher; here the publisher is the cache, in the middle of
     an invalidation, so a faulty subscriber must cost only its own notification.
+    ``on_last`` runs when the last subscriber leaves.
     """
 
-    __slots__ = ("_counts", "_observers", "on_first", "on_last")
+    __slots__ = ("_counts", "_observers", "on_last")
 
     def __init__(self, counts: Counter[str] | None = None) -> None:
         self._observers: list[abc.ObserverBase[_T]] = []
         # Failures are counted as "subscriber_errors" here, shared with the owner.
         self._counts: Counter[str] = counts if counts is not None else Counter()
-        self.on_first: Callable[[], None] | None = None
         self.on_last: Callable[[], None] | None = None
 
     def __bool__(self) -> bool:
@@ -111,8 +111,6 @@ class Broadcast(Generic[_T]):
             observer: abc.ObserverBase[_T], scheduler: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
             self._observers.append(observer)
-            if len(self._observers) == 1 and self.on_first is not None:
-                self.on_first()
             if on_subscribe is not None:
                 on_subscribe(observer)
 

@@ -201,6 +201,15 @@ class FetchScheduler:
         return tasks
 
     async def _run(self, key: QueryKey, flight: _Flight) -> None:
+        try:
+            await self._fetch_until_current(key, flight)
+        finally:
+            # Unregistered as the coroutine ends, not in the done callback: in between,
+            # an invalidation would mark (and start() would return) a flight that never
+            # runs again, and the key would stay stale for good.
+            self._unregister(key, flight)
+
+    async def _fetch_until_current(self, key: QueryKey, flight: _Flight) -> None:
         host = self._host
         while True:
             flight.invalidated = flight.again = flight.discard = False
@@ -244,14 +253,18 @@ class FetchScheduler:
             await asyncio.sleep(self._policy.backoff(retry))
             retry += 1
 
-    def _ended(self, key: QueryKey, flight: _Flight, task: asyncio.Task[None]) -> None:
+    def _unregister(self, key: QueryKey, flight: _Flight) -> None:
         if self._flights.get(key) is flight:
             del self._flights[key]
+            self._host.flight_ended(key)
+
+    def _ended(self, key: QueryKey, flight: _Flight, task: asyncio.Task[None]) -> None:
+        # A task cancelled before its first step never ran _run's finally.
+        self._unregister(key, flight)
         # Nobody may be awaiting this task (prefetch): retrieve its outcome here so a
         # bug can never surface as "Task exception was never retrieved".
         if not task.cancelled() and task.exception() is not None:
             log.error("fetch of %r ended with an internal error", key, exc_info=task.exception())
-        self._host.flight_ended(key)
 
 
 def _describe(exc: BaseException) -> str:

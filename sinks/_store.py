@@ -137,9 +137,16 @@ class EntryStore:
             )
 
     def write_meta_now(self) -> None:
-        """Write the meta row at once, on the calling thread (used while opening)."""
-        with self._cache.transact(retry=True):
-            self._cache.set(META_KEY, self._meta())
+        """Write the meta row at once, on the calling thread (used while opening).
+
+        Best effort: if another process holds the lock, the row is written with the
+        next batch anyway (every transaction carries it).
+        """
+        try:
+            with self._cache.transact(retry=False):
+                self._cache.set(META_KEY, self._meta())
+        except (diskcache.Timeout, sqlite3.Error, OSError) as exc:
+            log.warning("could not write the cache's meta row at open: %s", exc)
 
     def close(self) -> None:
         """Write what is queued, stop the thread and close its connections. Idempotent."""

@@ -331,3 +331,26 @@ async def test_writes_wait_for_a_locked_database_off_the_loop(tmp_path: Path) ->
         assert cache.stats()["lost_writes"] == 0
     rows = _rows(tmp_path / "c")
     assert all(rows[f'["k",{i}]']["stale"] is True for i in range(50))
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"concurrency": 0},
+        {"batch_size": 0},
+        {"retries": -1},
+        {"retry_delay": -1.0},
+        {"timeout": 0.0},
+        {"max_age": -5.0},
+    ],
+)
+def test_bad_arguments_are_refused_before_anything_opens(
+    tmp_path: Path, kwargs: dict[str, Any]
+) -> None:
+    import threading
+
+    before = {t.ident for t in threading.enumerate()}
+    with pytest.raises(ValueError, match="must"):
+        QueryCache(tmp_path / "c", **kwargs)
+    assert {t.ident for t in threading.enumerate()} <= before
+    assert not (tmp_path / "c").exists()
