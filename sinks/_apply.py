@@ -19,9 +19,7 @@ log = logging.getLogger("querysync.sinks")
 _Item = Invalidation | Resync
 
 
-def apply_(
-    cache: QueryCache, refetch: RefetchType, fetch_missing: bool
-) -> Stage[_Item, _Item]:
+def apply_(cache: QueryCache, refetch: RefetchType, fetch_missing: bool) -> Stage[_Item, _Item]:
     _check_refetch(refetch)
 
     def build(source: Observable[_Item], counts: Counter[str]) -> Observable[_Item]:
