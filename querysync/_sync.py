@@ -79,12 +79,19 @@ class Sync:
         self.error: BaseException | None = None
 
     def _start(self) -> None:
+        # Entries persisted by an earlier run missed every change made while nobody was
+        # listening: they are as suspect as after a reconnect, and get the same treatment.
+        resumed = len(self.cache) > 0
+        if resumed:
+            self.cache.invalidate_all(refetch="all" if self.mirror else "active")
         self._subscription = self.pipeline.observable.subscribe(
             on_next=self._on_next, on_error=self._on_error, on_completed=self._on_completed
         )
         if self.mirror:
             for key in LIST_KEYS:
                 self.cache.prefetch(key)
+            if resumed:
+                self._discovery = asyncio.get_running_loop().create_task(self._discover())
 
     def _on_next(self, item: Invalidation | Resync) -> None:
         if self.mirror and isinstance(item, Resync):
