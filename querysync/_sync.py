@@ -159,20 +159,24 @@ class Sync:
         return out
 
     async def settle(self, *, quiet: float | None = None) -> None:
-        """Wait until the feed has been quiet for ``quiet`` seconds and the cache is idle.
+        """Wait until no resource change or resync came for ``quiet`` seconds and the cache is idle.
 
         ``quiet`` defaults to twice the throttle window (at least 0.2 s), long enough for
-        every held trailing update to come out of the throttle. Bound it with
-        ``asyncio.timeout`` when the feed may never go quiet.
+        every held trailing update to come out of the throttle. Other messages (the
+        server's pings and per-second ``system_stats``) do not count: they never touch
+        the cache. Bound it with ``asyncio.timeout`` when changes may never stop.
         """
         window = self.pipeline.window or 0.0
         quiet = quiet if quiet is not None else max(2 * window, 0.2)
         while True:
-            before = self.source.counts["frames"]
+            before = self._changes_seen()
             await asyncio.sleep(quiet)
             await self._idle()
-            if self.source.counts["frames"] == before:
+            if self._changes_seen() == before:
                 return
+
+    def _changes_seen(self) -> int:
+        return self.pipeline.counts()["resource_changes"] + self.source.counts["resyncs"]
 
     async def _idle(self) -> None:
         # The discovery after a resync starts fetches only once the lists are in: the

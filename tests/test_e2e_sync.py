@@ -436,3 +436,29 @@ async def test_a_cache_that_cannot_be_opened_leaves_no_session_open(tmp_path: Pa
         gc.collect()
     leaked = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
     assert leaked == []
+
+
+async def test_settle_returns_while_the_server_keeps_sending_stats(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    # system_stats more often than the quiet time settle() waits for: they change nothing
+    # in the cache and must not keep it from settling.
+    async with NodeToolServer(ping_interval=None, stats_interval=0.05) as server:
+        running = await sync(
+            server.ws_url, server.api_url, tmp_path / "cache", window=0.1, mirror=True
+        )
+        try:
+            async with asyncio.timeout(5):
+                await server.wait_for_connections(1)
+            created = await post(http, server, {**WORKFLOW, "name": "amid stats"})
+            await until(lambda: running.counts()["resource_changes"] == 2)
+            async with asyncio.timeout(10):
+                await running.settle()
+            stats = running.counts()["other_messages"]
+            entry = running.cache.get(("workflow", created["id"]))
+        finally:
+            await running.stop()
+    assert stats > 0
+    assert entry is not None
+    assert entry.etag == created["etag"]
+    assert not entry.stale
