@@ -87,7 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Bad input (a URL, a port in use, a cache directory): what went wrong in one
         # line, not a traceback; -vv shows the traceback too.
         log.debug("querysync %s failed", args.command, exc_info=True)
-        print(f"querysync {args.command}: {exc}", file=sys.stderr)
+        # TimeoutError is an OSError too, and says nothing of itself.
+        print(f"querysync {args.command}: {exc or exc.__class__.__name__}", file=sys.stderr)
         return 1
 
 
