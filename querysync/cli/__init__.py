@@ -88,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # line, not a traceback; -vv shows the traceback too.
         log.debug("querysync %s failed", args.command, exc_info=True)
         # TimeoutError is an OSError too, and says nothing of itself.
-        print(f"querysync {args.command}: {exc or exc.__class__.__name__}", file=sys.stderr)
+        print(f"querysync {args.command}: {str(exc) or exc.__class__.__name__}", file=sys.stderr)
         return 1
 
 
