@@ -14,6 +14,7 @@ included.
 
 from __future__ import annotations
 
+import heapq
 import html
 import json
 import time
@@ -27,7 +28,7 @@ from ._exceptions import CacheClosedError
 from ._keys import QueryKey
 
 if TYPE_CHECKING:
-    from .sinks import CacheEntry, CacheEvent, QueryCache
+    from .sinks import CacheEvent, QueryCache
 
 __all__ = [
     "CacheTable",
@@ -137,20 +138,21 @@ def cache_html(cache: QueryCache, *, limit: int = 50, now: float | None = None) 
     """
     try:
         keys = cache.keys()
+        stale = cache.stats()["stale"]
     except CacheClosedError:
         return f"<p>{html.escape(repr(cache))}</p>"
     now = time.time() if now is None else now
-    entries: list[CacheEntry] = []
-    for key in sorted(keys, key=format_key):
-        entry = cache.get(key)
-        if entry is not None:
-            entries.append(entry)
-    stale = sum(1 for e in entries if e.stale)
-    caption = f"{len(entries)} entries, {stale} stale"
-    if len(entries) > limit:
+    # nsmallest, not sorted: a cache may hold 100 000 keys and the table shows 50.
+    entries = [
+        entry
+        for key in heapq.nsmallest(limit, keys, key=format_key)
+        if (entry := cache.get(key)) is not None
+    ]
+    caption = f"{len(keys)} entries, {stale} stale"
+    if len(keys) > limit:
         caption += f"; the first {limit} by key"
     rows: list[list[str]] = []
-    for entry in entries[:limit]:
+    for entry in entries:
         age = format_age(now - entry.updated_at) if entry.updated_at else ""
         state = Html('<b style="color:#b35900">stale</b>') if entry.stale else "fresh"
         rows.append([

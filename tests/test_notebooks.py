@@ -88,6 +88,7 @@ def test_stored_without_outputs(path: Path) -> None:
     for cell in code:
         assert cell.outputs == [], f"cell {cell.get('id')} has outputs"
         assert cell.execution_count is None, f"cell {cell.get('id')} has an execution count"
+        assert "execution" not in cell.metadata, f"cell {cell.get('id')} has execution times"
     assert nb.metadata.kernelspec.name == "python3"
 
 
@@ -95,6 +96,10 @@ async def test_explore_runs(tmp_path: Path) -> None:
     nb = await _execute("explore.ipynb", tmp_path)
 
     assert "http://127.0.0.1:" in _stdout(_tagged(nb, "server"))
+    # querysync logs warnings (failed fetches, rejected frames) to stderr when no handler
+    # is set up, as in a fresh kernel: a clean run logs none.
+    stderr = [o.text for c in nb.cells for o in c.get("outputs", []) if o.get("name") == "stderr"]
+    assert stderr == []
 
     lines = _stdout(_tagged(nb, "live-stream")).splitlines()
     assert len(lines) == 12
