@@ -170,6 +170,12 @@ class QueryCache:
         state = "closed" if self._closed else f"entries={len(self._records)} stale={self._stale}"
         return f"<QueryCache {self._directory!r} {state}>"
 
+    def _repr_html_(self) -> str:
+        """The entries as an HTML table (key, stale, etag, age), for Jupyter."""
+        from querysync.display import cache_html
+
+        return cache_html(self)
+
     def get(self, key: KeyLike) -> CacheEntry | None:
         """The entry of ``key``, or None when there is none."""
         self._check_open()

@@ -204,3 +204,11 @@ def test_counts_table_of_a_real_cache(cache: QueryCache) -> None:
     html = CountsTable(cache.stats, title="cache")._repr_html_()
     assert "<td>entries</td><td>1</td>" in html
     assert "<td>set</td><td>1</td>" in html
+
+
+def test_a_query_cache_displays_itself_as_an_escaped_table(cache: QueryCache) -> None:
+    cache.set(("workflow", "<b>w1</b>"), {"id": "w1"}, etag="e1")
+    html = cache._repr_html_()
+    assert "<table" in html
+    assert "&lt;b&gt;w1&lt;/b&gt;" in html
+    assert "<b>w1</b>" not in html
