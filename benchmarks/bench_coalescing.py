@@ -169,4 +169,4 @@ if __name__ == "__main__":
 
     from .run import main
 
-    main(["coalescing", *(a for a in sys.argv[1:] if a == "--small")])
+    raise SystemExit(main(["coalescing", *sys.argv[1:]]))

@@ -202,4 +202,4 @@ if __name__ == "__main__":
 
     from .run import main
 
-    main(["latency", *(a for a in sys.argv[1:] if a == "--small")])
+    raise SystemExit(main(["latency", *sys.argv[1:]]))

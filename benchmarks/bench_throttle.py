@@ -199,6 +199,8 @@ def run(*, small: bool = False) -> list[Figure]:
 
 
 if __name__ == "__main__":
+    import sys
+
     from .run import main
 
-    main(["throttle"])
+    raise SystemExit(main(["throttle", *sys.argv[1:]]))

@@ -163,4 +163,4 @@ if __name__ == "__main__":
     else:
         from .run import main
 
-        main(["throughput", *(a for a in sys.argv[1:] if a == "--small")])
+        raise SystemExit(main(["throughput", *(a for a in sys.argv[1:] if a == "--small")]))

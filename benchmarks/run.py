@@ -14,7 +14,7 @@ from ._figures import Figure
 from ._machine import describe_machine
 from ._process import load_average
 
-__all__ = ["BENCHMARKS", "format_table", "main", "run_all"]
+__all__ = ["BENCHMARKS", "format_markdown", "format_table", "main", "run_all"]
 
 BENCHMARKS: tuple[str, ...] = ("throttle", "throughput", "latency", "coalescing", "cache")
 """Names of the benchmark modules (``benchmarks.bench_<name>``), in the order they run."""
@@ -68,9 +68,8 @@ def _number(value: Any) -> str:
     return str(value)
 
 
-def format_table(figures: Sequence[Figure]) -> str:
-    """The figures as a plain-text table with the columns of :data:`COLUMNS`."""
-    rows = [
+def _cells(figures: Sequence[Figure]) -> list[list[str]]:
+    return [
         [
             str(f["name"]),
             _number(f["value"]),
@@ -82,6 +81,11 @@ def format_table(figures: Sequence[Figure]) -> str:
         ]
         for f in figures
     ]
+
+
+def format_table(figures: Sequence[Figure]) -> str:
+    """The figures as a plain-text table with the columns of :data:`COLUMNS`."""
+    rows = _cells(figures)
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(COLUMNS)]
     numeric = {1, 3, 4}
 
@@ -95,10 +99,18 @@ def format_table(figures: Sequence[Figure]) -> str:
     return "\n".join(out)
 
 
+def format_markdown(figures: Sequence[Figure]) -> str:
+    """The figures as a Markdown table (for ``benchmarks/RESULTS.md``)."""
+    out = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    out.extend("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in _cells(figures))
+    return "\n".join(out)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmarks named in ``argv`` (all by default), print the table; exit status."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--small", action="store_true", help="tiny sizes (a smoke run)")
+    parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
     parser.add_argument(
         "names",
         nargs="*",
@@ -116,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"Load average after the run: {'/'.join(f'{x:.2f}' for x in load_average())}")
     print("Ratios are querysync / baseline, both measured in this run.")
     print()
-    print(format_table(figures))
+    print(format_markdown(figures) if args.markdown else format_table(figures))
     return 0
 
 

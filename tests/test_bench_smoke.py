@@ -80,6 +80,17 @@ def test_table_lists_every_figure_and_the_header() -> None:
     assert len(lines) == 4
 
 
+def test_markdown_table_has_one_row_per_figure() -> None:
+    from benchmarks._figures import figure
+    from benchmarks.run import COLUMNS, format_markdown
+
+    figures = [figure("a | b", 2.0, "s", baseline=4.0), figure("c", 3.0, "s")]
+    lines = format_markdown(figures).splitlines()
+    assert len(lines) == 4
+    assert all(line.count(" | ") == len(COLUMNS) - 1 for line in lines[2:])
+    assert lines[2].startswith("| a \\| b | 2 | s | 4 | 0.5 |")
+
+
 def test_unknown_benchmark_name_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     from benchmarks.run import main
 
