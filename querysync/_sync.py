@@ -21,7 +21,7 @@ from .operators import RejectHandler
 
 if TYPE_CHECKING:
     from .sinks import QueryCache
-    from .streams import WebSocketSource
+    from .streams import ConnectionState, WebSocketSource
 
 __all__ = ["Sync", "sync"]
 
@@ -47,10 +47,12 @@ class Sync:
     deleted); with ``mirror=False`` only keys someone watches are refetched, as in
     TanStack Query. Stop it with ``await s.stop()`` or ``async with``.
 
-    After a resync (a reconnection) mirror mode also reads the refetched lists and
-    fetches every listed resource it holds no entry for: changes sent while the
-    connection was down are lost, and a resource created then is named nowhere else.
-    Only the first page of each list is read.
+    Mirror mode fetches the lists once the feed is connected (and again at each
+    connection that finds one missing), so that no change can fall between a list's
+    answer and the first frame. After a resync (a reconnection) it also reads the
+    refetched lists and fetches every listed resource it holds no entry for: changes
+    sent while the connection was down are lost, and a resource created then is named
+    nowhere else. Only the first page of each list is read.
     """
 
     def __init__(
@@ -75,29 +77,46 @@ class Sync:
         self._session = session
         self._owns_cache = owns_cache
         self._subscription: abc.DisposableBase | None = None
+        self._states: abc.DisposableBase | None = None
+        self._resumed = False
         self._done = asyncio.get_running_loop().create_future()
         self.error: BaseException | None = None
 
     def _start(self) -> None:
         # Entries persisted by an earlier run missed every change made while nobody was
         # listening: they are as suspect as after a reconnect, and get the same treatment.
-        resumed = len(self.cache) > 0
-        if resumed:
-            self.cache.invalidate_all(refetch="all" if self.mirror else "active")
+        self._resumed = len(self.cache) > 0
+        if self._resumed:
+            self.cache.invalidate_all(refetch="none" if self.mirror else "active")
         self._subscription = self.pipeline.observable.subscribe(
             on_next=self._on_next, on_error=self._on_error, on_completed=self._on_completed
         )
         if self.mirror:
-            for key in LIST_KEYS:
-                self.cache.prefetch(key)
-            if resumed:
-                self._discovery = asyncio.get_running_loop().create_task(self._discover())
+            self._states = self.source.states.subscribe(self._on_state)
+
+    def _on_state(self, state: ConnectionState) -> None:
+        # Mirror fetches wait for a connection: one made before it could miss a change
+        # sent in between and keep the old answer as fresh, and one made while the
+        # server is down gives up after its retries and would never be made again.
+        from .streams import ConnectionState
+
+        if state is not ConnectionState.CONNECTED:
+            return
+        if self._resumed:
+            self._resumed = False
+            self.cache.invalidate_all(refetch="all")
+            self._start_discovery()
+        for key in LIST_KEYS:
+            self.cache.prefetch(key)
 
     def _on_next(self, item: Invalidation | Resync) -> None:
         if self.mirror and isinstance(item, Resync):
-            if self._discovery is not None:
-                self._discovery.cancel()
-            self._discovery = asyncio.get_running_loop().create_task(self._discover())
+            self._start_discovery()
+
+    def _start_discovery(self) -> None:
+        if self._discovery is not None:
+            self._discovery.cancel()
+        self._discovery = asyncio.get_running_loop().create_task(self._discover())
 
     async def _discover(self) -> None:
         """Fetch the keys of every listed resource the cache has no entry for."""
@@ -194,6 +213,9 @@ class Sync:
         if self._subscription is not None:
             self._subscription.dispose()
             self._subscription = None
+        if self._states is not None:
+            self._states.dispose()
+            self._states = None
         if self._discovery is not None:
             self._discovery.cancel()
             await asyncio.wait({self._discovery})

@@ -25,7 +25,7 @@ from querysync import (
     nodetool_registry,
     sync,
 )
-from querysync.server import NodeToolServer, Workload
+from querysync.server import NodeToolServer, ResourceStore, Workload
 from querysync.sinks import CacheEvent, QueryCache
 from querysync.streams import Backoff
 from querysync.testing import change
@@ -462,3 +462,74 @@ async def test_settle_returns_while_the_server_keeps_sending_stats(
     assert entry is not None
     assert entry.etag == created["etag"]
     assert not entry.stale
+
+
+# -- what the cache held before the feed was heard ------------------------------------------
+
+
+async def test_lists_fetched_before_the_feed_is_heard_do_not_miss_a_change(
+    tmp_path: Path,
+) -> None:
+    # REST answers at once, the WebSocket only later (two servers over one store): a
+    # list fetched before the feed connects must not be kept as fresh.
+    store = ResourceStore()
+    rest = NodeToolServer(store=store, ping_interval=None, stats_interval=None)
+    feed = NodeToolServer(store=store, ping_interval=None, stats_interval=None)
+    await rest.start()
+    await feed.start()
+    port = feed.port
+    await feed.stop()
+    cache = QueryCache(tmp_path / "cache")
+    running = await sync(
+        feed.ws_url, rest.api_url, cache, window=WINDOW, source_options={"backoff": FAST}
+    )
+    try:
+        await until(lambda: running.source.counts["attempts"] >= 2)
+        await cache.wait_idle()
+        created = store.create("workflow", {**WORKFLOW, "name": "unheard"})
+        await feed.start(port=port)
+        async with asyncio.timeout(5):
+            await feed.wait_for_connections(1)
+        await settle(running)
+        agreement = await audit(cache, running.api, expect=LIST_KEYS)
+        listed = cache.get(("workflows",))
+    finally:
+        await running.stop()
+        await cache.aclose()
+        await feed.stop()
+        await rest.stop()
+    assert listed is not None
+    assert ids_in(listed.data, "workflows") == {created["id"]}
+    assert agreement.ok, describe(agreement)
+
+
+async def test_the_lists_are_fetched_when_the_server_comes_up_late(
+    http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    server = NodeToolServer(ping_interval=None, stats_interval=None)
+    await server.start()
+    port = server.port
+    await server.stop()
+    # No retries: every list fetch made before the server is up fails for good.
+    cache = QueryCache(tmp_path / "cache", retries=0)
+    running = await sync(
+        server.ws_url, server.api_url, cache, window=WINDOW, source_options={"backoff": FAST}
+    )
+    try:
+        await until(lambda: running.source.counts["attempts"] >= 2)
+        await running.cache.wait_idle()
+        await server.start(port=port)
+        async with asyncio.timeout(5):
+            await server.wait_for_connections(1)
+        created = await post(http, server, {**WORKFLOW, "name": "late"})
+        await until(lambda: running.counts()["resource_changes"] == 2)
+        await settle(running)
+        agreement = await audit(cache, running.api, expect=mirrored_keys(server.snapshot()))
+        listed = cache.get(("workflows",))
+    finally:
+        await running.stop()
+        await cache.aclose()
+        await server.stop()
+    assert listed is not None
+    assert ids_in(listed.data, "workflows") == {created["id"]}
+    assert agreement.ok, describe(agreement)
