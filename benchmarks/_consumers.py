@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from reactivex import Observable
 
 from querysync import KeyRegistry, QueryKey, ResourceChangeUpdate, nodetool_registry
-from querysync._pipeline import build_pipeline
+from querysync._pipeline import Pipeline, build_pipeline
 from querysync.sinks import QueryCache
 from querysync.streams import ConnectionState, websocket
 
@@ -28,6 +28,7 @@ __all__ = [
     "prefill_cache",
     "run_hand_written",
     "run_pipeline",
+    "run_stages",
 ]
 
 _validate = ResourceChangeUpdate.model_validate
@@ -153,11 +154,35 @@ async def run_pipeline(
     1000, the throttle flushes what it holds); ``flush_seconds`` is the extra time
     until the cache has written everything to disk. ``tap`` may wrap the source.
     """
+    built: list[Pipeline] = []
+
+    def build(source: Observable[Any]) -> Observable[Any]:
+        stream = source if tap is None else tap(source)
+        pipeline = build_pipeline(stream, cache, window=window, registry=nodetool_registry())
+        built.append(pipeline)
+        return pipeline.observable
+
+    outcome = await run_stages(url, build, cache)
+    counts = built[0].counts()
+    outcome.counts.update(counts)
+    outcome.marked = counts["invalidations"]
+    return outcome
+
+
+async def run_stages(
+    url: str,
+    build: Callable[[Observable[Any]], Observable[Any]],
+    cache: QueryCache | None = None,
+) -> Outcome:
+    """Take the feed at ``url`` with ``build(websocket(url))``, subscribed until it completes.
+
+    Timed from the connection to the completion; then, with a ``cache``, until its
+    writes are on disk (``flush_seconds``).
+    """
     loop = asyncio.get_running_loop()
     async with aiohttp.ClientSession() as session:
         source = websocket(url, session=session, silence_timeout=None, max_msg_size=_MAX_MSG)
-        stream: Observable[Any] = source if tap is None else tap(source)
-        pipeline = build_pipeline(stream, cache, window=window, registry=nodetool_registry())
+        stream = build(source)
         done: asyncio.Future[None] = loop.create_future()
         connected: list[tuple[float, float]] = []
 
@@ -174,27 +199,23 @@ async def run_pipeline(
                 done.set_result(None)
 
         states = source.states.subscribe(on_state)
-        subscription = pipeline.observable.subscribe(
-            on_error=on_error, on_completed=on_completed
-        )
+        subscription = stream.subscribe(on_error=on_error, on_completed=on_completed)
         try:
             await done
             ended = time.perf_counter()
             cpu_ended = time.process_time()
-            await cache.wait_idle()
+            if cache is not None:
+                await cache.wait_idle()
             flushed = time.perf_counter()
         finally:
             subscription.dispose()
             states.dispose()
             await source.close()
-    counts = {f"source.{k}": v for k, v in source.counts.items()}
-    counts.update(pipeline.counts())
-    messages = source.counts["messages"]
     return Outcome(
-        messages,
+        source.counts["messages"],
         ended - connected[0][0],
         cpu_ended - connected[0][1],
-        pipeline.counts()["invalidations"],
+        0,
         flushed - ended,
-        counts,
+        {f"source.{k}": v for k, v in source.counts.items()},
     )

@@ -13,7 +13,9 @@ once as JSON. Two consumers take each feed:
 Both are timed from the connection to the last frame handled (for querysync: the
 stream's completion, after the throttle has flushed). The cache's disk writes go on in
 its writer thread; the time they take after the stream ended is reported apart.
-``python -m benchmarks.bench_throughput --profile`` prints where the pipeline's time goes.
+``python -m benchmarks.bench_throughput --profile`` prints where the pipeline's time goes
+(cProfile), ``--breakdown`` the CPU time per message as the stages are added one by one
+(add ``--json`` for the JSON feed).
 """
 
 from __future__ import annotations
@@ -24,8 +26,14 @@ import io
 import pstats
 import sys
 import tempfile
-from typing import Literal
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any, Literal
 
+from reactivex import Observable
+
+from querysync import nodetool_registry
+from querysync.operators import expand_keys, resource_changes, throttle_per_resource
 from querysync.sinks import QueryCache
 
 from ._consumers import (
@@ -35,6 +43,7 @@ from ._consumers import (
     prefill_cache,
     run_hand_written,
     run_pipeline,
+    run_stages,
 )
 from ._feed import Feed, FeedServer
 from ._figures import Figure, figure
@@ -144,6 +153,83 @@ def run(*, small: bool = False) -> list[Figure]:
     return figures
 
 
+class _ReceiveOnly(HandWritten):
+    """The floor: aiohttp's receive loop and nothing else."""
+
+    def handle(self, data: bytes | str) -> None:
+        self.messages += 1
+
+
+async def _stage_costs(server: FeedServer, tries: int) -> list[tuple[str, float]]:
+    registry = nodetool_registry()
+    stages: list[tuple[str, Callable[[Observable[Any]], Observable[Any]]]] = [
+        ("websocket() source", lambda s: s),
+        ("+ resource_changes", lambda s: s.pipe(resource_changes())),
+        (
+            "+ throttle_per_resource(0.25)",
+            lambda s: s.pipe(resource_changes(), throttle_per_resource(WINDOW)),
+        ),
+        (
+            "+ expand_keys",
+            lambda s: s.pipe(
+                resource_changes(), throttle_per_resource(WINDOW), expand_keys(registry)
+            ),
+        ),
+    ]
+    rows: list[tuple[str, float]] = []
+    n = 0
+
+    def url() -> str:
+        nonlocal n
+        n += 1
+        return server.url(f"b{n - 1}")
+
+    def run_stages_at_next_url(
+        build: Callable[[Observable[Any]], Observable[Any]],
+    ) -> Awaitable[Outcome]:
+        return run_stages(url(), build)
+
+    async def best(run: Callable[[], Awaitable[Outcome]]) -> float:
+        outcomes = [await run() for _ in range(tries)]
+        return min(o.cpu_seconds / o.messages for o in outcomes)
+
+    rows.append(
+        (
+            "aiohttp receive loop alone",
+            await best(lambda: run_hand_written(url(), _ReceiveOnly([]))),
+        )
+    )
+    rows.append(
+        (
+            "hand-written loop",
+            await best(lambda: run_hand_written(url(), HandWritten(keys_of_resources(RESOURCES)))),
+        )
+    )
+    for label, build in stages:
+        rows.append((label, await best(partial(run_stages_at_next_url, build))))
+    rows.append(("+ apply(QueryCache) = the pipeline", await best(lambda: _pipeline(url()))))
+    return rows
+
+
+def breakdown(encoding: Encoding = "msgpack", count: int = 200_000, tries: int = 2) -> str:
+    """CPU microseconds per message of the pipeline built up stage by stage, and the baseline."""
+    feeds = {f"b{i}": Feed(encoding, count, RESOURCES, seed=i) for i in range(8 * tries)}
+    with FeedServer(feeds) as server:
+        rows = asyncio.run(_stage_costs(server, tries))
+    out = [f"{encoding}, {count:,} frames, best of {tries}: CPU µs per message (all threads)"]
+    previous = None
+    for label, cost in rows:
+        step = (
+            ""
+            if previous is None or not label.startswith("+")
+            else f"  (+{(cost - previous) * 1e6:.2f})"
+        )
+        out.append(f"  {label:40s} {cost * 1e6:6.2f}{step}")
+        if label.startswith(("websocket", "+")):
+            previous = cost
+    return "\n".join(out)
+
+
 def profile(encoding: Encoding = "msgpack", count: int = 200_000, top: int = 30) -> str:
     """cProfile of the pipeline taking one feed: the ``top`` functions by own time."""
     prof = cProfile.Profile()
@@ -158,8 +244,11 @@ def profile(encoding: Encoding = "msgpack", count: int = 200_000, top: int = 30)
 
 
 if __name__ == "__main__":
+    chosen: Encoding = "json" if "--json" in sys.argv[1:] else "msgpack"
     if "--profile" in sys.argv[1:]:
-        print(profile("json" if "--json" in sys.argv[1:] else "msgpack"))
+        print(profile(chosen))
+    elif "--breakdown" in sys.argv[1:]:
+        print(breakdown(chosen))
     else:
         from .run import main
 
