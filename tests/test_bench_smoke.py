@@ -22,9 +22,14 @@ KEYS = {"name", "value", "unit", "baseline", "ratio", "target", "met"}
 NAMES = ("throttle", "throughput", "latency", "coalescing")
 
 
+def _module(name: str) -> Any:
+    # Imported by name, not with an import statement: benchmarks/ is found only through
+    # the sys.path entry above, which a type checker does not see.
+    return importlib.import_module(f"benchmarks.{name}")
+
+
 def _run(name: str) -> list[dict[str, Any]]:
-    module = importlib.import_module(f"benchmarks.bench_{name}")
-    figures: list[dict[str, Any]] = module.run(small=True)
+    figures: list[dict[str, Any]] = _module(f"bench_{name}").run(small=True)
     return figures
 
 
@@ -64,9 +69,9 @@ def test_small_run_reports_well_formed_figures(name: str) -> None:
 
 
 def test_table_lists_every_figure_and_the_header() -> None:
-    from benchmarks._figures import figure
-    from benchmarks.run import COLUMNS, format_table
-
+    figure = _module("_figures").figure
+    run = _module("run")
+    COLUMNS, format_table = run.COLUMNS, run.format_table
     figures = [
         figure("alpha", 1234.5, "msg/s", baseline=1000.0, target="ratio >= 0.8", met=True),
         figure("beta", 0.004, "ms"),
@@ -81,9 +86,9 @@ def test_table_lists_every_figure_and_the_header() -> None:
 
 
 def test_markdown_table_has_one_row_per_figure() -> None:
-    from benchmarks._figures import figure
-    from benchmarks.run import COLUMNS, format_markdown
-
+    figure = _module("_figures").figure
+    run = _module("run")
+    COLUMNS, format_markdown = run.COLUMNS, run.format_markdown
     figures = [figure("a | b", 2.0, "s", baseline=4.0), figure("c", 3.0, "s")]
     lines = format_markdown(figures).splitlines()
     assert len(lines) == 4
@@ -92,9 +97,34 @@ def test_markdown_table_has_one_row_per_figure() -> None:
 
 
 def test_unknown_benchmark_name_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
-    from benchmarks.run import main
-
+    main = _module("run").main
     with pytest.raises(SystemExit) as exc:
         main(["--small", "nonsense"])
     assert exc.value.code == 2
     assert "nonsense" in capsys.readouterr().err
+
+
+def test_throughput_diagnostics_name_every_stage() -> None:
+    throughput = _module("bench_throughput")
+    breakdown, profile = throughput.breakdown, throughput.profile
+    lines = breakdown("json", count=300, tries=1).splitlines()
+    costs = {}
+    for line in lines[1:]:
+        label, _, rest = line.strip().rpartition("  ")
+        if rest.startswith("(+"):
+            label, _, rest = label.strip().rpartition("  ")
+        costs[label.strip()] = float(rest)
+    assert list(costs) == [
+        "aiohttp receive loop alone",
+        "hand-written loop",
+        "websocket() source",
+        "+ resource_changes",
+        "+ throttle_per_resource(0.25)",
+        "+ expand_keys",
+        "+ apply(QueryCache) = the pipeline",
+    ]
+    assert all(cost > 0 for cost in costs.values())
+    report = profile("msgpack", count=300, top=5)
+    assert report.startswith("300 messages")
+    assert "function calls" in report
+    assert "querysync" in report
