@@ -280,7 +280,7 @@ async def test_a_wrong_token_ends_with_an_authentication_error_after_one_attempt
             async with asyncio.timeout(5):
                 await running.wait_closed()
             # A retry loop with this backoff would have come back many times by now.
-            await asyncio.sleep(10 * FAST.max_delay)
+            await asyncio.sleep(5 * FAST.max_delay)
         finally:
             await running.stop()
         assert isinstance(running.error, AuthenticationError)
