@@ -327,6 +327,29 @@ async def test_a_frame_over_the_size_limit_is_rejected_and_the_stream_goes_on(
     assert not entry.stale
 
 
+async def test_a_frame_over_the_memory_guard_costs_the_connection_which_is_resynced(
+    server: NodeToolServer,
+    http: aiohttp.ClientSession,
+    cache: QueryCache,
+    start: Start,
+) -> None:
+    # aiohttp's own limit is max(4 * max_msg_size, 16 MiB): past it the frame is not even
+    # read, so the connection goes, and what it might have carried is made good by a resync.
+    running = await start(source_options={"max_msg_size": 4096})
+    assert server.broadcast_raw(b"\x00" * (17 * 1024 * 1024)) == 1
+    await until(lambda: running.source.counts["resyncs"] == 1)
+    created = await post(http, server, {**WORKFLOW, "name": "after the drop"})
+    await until(lambda: cache.get(("workflow", created["id"])) is not None)
+    await settle(running)
+
+    counts = running.counts()
+    assert counts["source.oversize_dropped"] == 1
+    assert counts["source.connections"] == 2
+    assert running.error is None
+    agreement = await audit(cache, running.api, expect=mirrored_keys(server.snapshot()))
+    assert agreement.ok, describe(agreement)
+
+
 # -- fetching no more than needed -----------------------------------------------------------
 
 
