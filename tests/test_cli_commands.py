@@ -20,9 +20,17 @@ import aiohttp
 import msgpack
 import pytest
 
-from querysync import LIST_KEYS, NodeToolApi, QueryKey, audit, endpoint_for, nodetool_registry
+from querysync import (
+    LIST_KEYS,
+    NodeToolApi,
+    QueryKey,
+    audit,
+    endpoint_for,
+    nodetool_registry,
+    sync,
+)
 from querysync.cli import main
-from querysync.server import NodeToolServer
+from querysync.server import NodeToolServer, Workload
 from querysync.sinks import CacheEntry, QueryCache
 from querysync.testing import change
 
@@ -253,6 +261,43 @@ async def test_sync_mirrors_to_disk_stops_on_sigterm_and_inspect_lists_it(
     kept_row = next(line for line in table.splitlines() if kept["id"] in line)
     assert kept["etag"] in kept_row
     assert "fresh" in kept_row
+
+
+async def test_sync_stopped_mid_workload_leaves_a_cache_the_next_sync_completes(
+    tmp_path: Path,
+) -> None:
+    directory = tmp_path / "cache"
+    async with NodeToolServer(ping_interval=None, stats_interval=None) as server:
+        args = ("--ws", server.ws_url, "--api", server.api_url, "--cache", str(directory))
+        workload = Workload(server, seed=11)
+        async with command("sync", *args, "--no-live", "--window", "0.05") as cmd:
+            async with asyncio.timeout(START):
+                await server.wait_for_connections(1)
+            writing = asyncio.ensure_future(workload.run(seconds=5, rate=300, kind="mixed"))
+            try:
+                await until(lambda: server.counts["resource_changes"] >= 150)
+                # Fetches are in flight and writes queued when the signal comes.
+                status, _, stderr = await cmd.stop(signal.SIGTERM)
+            finally:
+                workload.stop()
+                await asyncio.wait({writing})
+        assert status == 0, stderr
+        assert_clean(stderr)
+
+        on_disk = await asyncio.to_thread(read_disk, directory)
+        assert len(on_disk) > len(LIST_KEYS)
+        running = await sync(server.ws_url, server.api_url, directory, window=0.05)
+        try:
+            async with asyncio.timeout(START):
+                await server.wait_for_connections(1)
+                await running.settle()
+            assert running.cache.stats()["corrupt_rows"] == 0
+            agreement = await audit(
+                running.cache, running.api, expect=mirrored_keys(server.snapshot())
+            )
+        finally:
+            await running.stop()
+    assert agreement.ok, agreement.disagreements
 
 
 async def test_sync_with_a_wrong_token_exits_2_without_retrying(tmp_path: Path) -> None:
