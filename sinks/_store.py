@@ -24,7 +24,7 @@ import diskcache
 
 from querysync._keys import QueryKey
 
-from ._disk import META_KEY
+from ._disk import META_KEY, JsonDisk
 from ._entry import Record, encode_record
 
 __all__ = ["DELETE", "FORMAT", "EntryStore", "Op"]
@@ -202,10 +202,13 @@ class EntryStore:
     def _write(self, batch: dict[QueryKey, Op]) -> dict[QueryKey, Op]:
         """Write ``batch`` in transactions; the operations that could not be written."""
         items = list(batch.items())
+        disk = self._cache.disk
+        assert isinstance(disk, JsonDisk)
         for start in range(0, len(items), self._batch_size):
             chunk = items[start : start + self._batch_size]
             try:
-                with self._cache.transact(retry=False):
+                # Outside the transaction: replaced value files go only once it committed.
+                with disk.removals_after(), self._cache.transact(retry=False):
                     for key, op in chunk:
                         if op is DELETE:
                             self._cache.delete(key)
