@@ -80,7 +80,7 @@ class QueryCache:
     - ``retries`` (default 3), ``retry_delay`` (default 1.0), ``retry_cap`` (default
       30.0): a failed fetch is retried ``retries`` times after ``retry_delay`` doubling,
       each wait at most ``retry_cap``. A fetcher raising :class:`querysync.ResourceGone`
-      (a 404) is not retried: the key's entry is removed (``fetch_failed`` and
+      (a 404) is not retried: the key's entry is removed (``fetch_gone`` and
       ``removed`` events), since the resource no longer exists.
     - ``concurrency``: at most this many fetcher calls at once, default 8.
     - ``batch_size``: at most this many rows per disk transaction, default 500.
@@ -461,7 +461,7 @@ class QueryCache:
     def _on_gone(self, key: QueryKey, error: str) -> None:
         if self._closed:
             return
-        self._publish("fetch_failed", key, error=error)
+        self._publish("fetch_gone", key, error=error)
         self._remove(key, True, None)
 
     def _on_flight_ended(self, key: QueryKey) -> None:

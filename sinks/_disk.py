@@ -159,11 +159,14 @@ def secure_directory(directory: str) -> None:
     world-writable, or (on POSIX) owned by another user: whoever can write there can
     plant rows, and rows decide what this process loads.
     """
-    if not op.exists(directory):
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        # makedirs applies the umask; a cache holding API responses stays private.
-        os.chmod(directory, 0o700)
-    st = os.stat(directory)
+    try:
+        if not op.exists(directory):
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+            # makedirs applies the umask; a cache holding API responses stays private.
+            os.chmod(directory, 0o700)
+        st = os.stat(directory)
+    except OSError as exc:
+        raise CacheError(f"cannot create the cache directory {directory!r}: {exc}") from exc
     if not stat.S_ISDIR(st.st_mode):
         raise CacheError(f"cache directory {directory!r} is not a directory")
     _check_private(directory, st)

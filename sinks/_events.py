@@ -28,6 +28,7 @@ CacheEventKind = Literal[
     "fetch_retry",
     "fetched",
     "fetch_failed",
+    "fetch_gone",
     "fetch_discarded",
 ]
 EVENT_KINDS: tuple[CacheEventKind, ...] = (
@@ -40,6 +41,7 @@ EVENT_KINDS: tuple[CacheEventKind, ...] = (
     "fetch_retry",
     "fetched",
     "fetch_failed",
+    "fetch_gone",
     "fetch_discarded",
 )
 
@@ -59,6 +61,8 @@ class CacheEvent:
     - ``fetch_retry``: an attempt failed and another follows after a backoff;
     - ``fetched``: a fetch stored new data;
     - ``fetch_failed``: the last attempt failed; the entry keeps its data and the error;
+    - ``fetch_gone``: the server answered 404 (:class:`querysync.ResourceGone`); the entry
+      was removed, not retried: the resource was deleted, which is no failure;
     - ``fetch_discarded``: a fetch finished after its key was removed; its data was dropped.
 
     ``at`` is epoch seconds, ``error`` the failure's message (fetch_retry, fetch_failed)

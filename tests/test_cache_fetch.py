@@ -406,6 +406,9 @@ async def test_a_gone_resource_is_removed_without_retries(cache: QueryCache) -> 
     assert calls == [W1]
     assert cache.keys() == [("workflow", "w10")]
     kinds = [(e.kind, e.key) for e in events]
-    assert ("fetch_failed", W1) in kinds
+    assert ("fetch_gone", W1) in kinds
     assert ("removed", W1) in kinds
     assert cache.stats()["fetch_retry"] == 0
+    # A deleted resource is no fetch failure.
+    assert cache.stats()["fetch_failed"] == 0
+    assert cache.stats()["fetch_gone"] == 1

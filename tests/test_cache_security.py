@@ -13,7 +13,7 @@ from pathlib import Path
 import diskcache
 import pytest
 
-from querysync import CacheCorruptError, CacheSecurityError
+from querysync import CacheCorruptError, CacheError, CacheSecurityError
 from querysync.sinks import QueryCache
 from querysync.sinks._disk import JsonDisk
 
@@ -222,3 +222,10 @@ def test_recover_moves_broken_files_aside_and_starts_empty(tmp_path: Path) -> No
     assert (directory / kept[0]).read_bytes().startswith(b"this is not sqlite")
     with QueryCache(directory) as cache:
         assert cache.keys() == [("k",)]
+
+
+def test_a_directory_that_cannot_be_created_is_a_cache_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(CacheError, match="cannot create the cache directory"):
+        QueryCache(blocker / "cache")

@@ -45,9 +45,10 @@ def _summary(
     table = Table(title="querysync demo: summary", show_header=False)
     table.add_column("what")
     table.add_column("value", justify="right")
-    table.add_row("workload writes (created/updated/deleted)", (
-        f"{report.created}/{report.updated}/{report.deleted}"
-    ))
+    table.add_row(
+        "workload writes (created/updated/deleted)",
+        (f"{report.created}/{report.updated}/{report.deleted}"),
+    )
     table.add_row("frames received", f"{counts.get('source.frames', 0):,}")
     table.add_row("resource changes", f"{counts.get('resource_changes', 0):,}")
     table.add_row("coalesced by the throttle", f"{counts.get('coalesced', 0):,}")
@@ -55,6 +56,7 @@ def _summary(
     table.add_row("skipped, already fresh", f"{counts.get('cache.skipped_fresh', 0):,}")
     table.add_row("refetches", f"{counts.get('cache.fetched', 0):,}")
     table.add_row("fetch failures", f"{counts.get('cache.fetch_failed', 0):,}")
+    table.add_row("gone on refetch (404, removed)", f"{counts.get('cache.fetch_gone', 0):,}")
     table.add_row("cache entries checked against the server", f"{agreement.checked:,}")
     table.add_row("disagreements", f"{len(agreement.disagreements):,}")
     table.add_row("elapsed", f"{seconds:.1f} s")
@@ -95,9 +97,7 @@ async def _drive(
     live_view: bool,
 ) -> tuple[WorkloadReport, Agreement]:
     workload = Workload(server, seed=args.seed)
-    task = asyncio.ensure_future(
-        workload.run(seconds=args.seconds, rate=args.rate, kind="mixed")
-    )
+    task = asyncio.ensure_future(workload.run(seconds=args.seconds, rate=args.rate, kind="mixed"))
     live = Live(console=console, refresh_per_second=4) if live_view else None
     with stop_on_signals() as stop, live if live is not None else contextlib.nullcontext():
         while not task.done():
@@ -122,7 +122,5 @@ async def _drive(
     )
     async with asyncio.timeout(60):
         await running.settle()
-    agreement = await audit(
-        running.cache, running.api, expect=expected_keys(server.snapshot())
-    )
+    agreement = await audit(running.cache, running.api, expect=expected_keys(server.snapshot()))
     return report, agreement

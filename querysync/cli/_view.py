@@ -21,6 +21,7 @@ ROWS: tuple[tuple[str, str], ...] = (
     ("entries removed", "cache.removed"),
     ("refetched", "cache.fetched"),
     ("fetch failures", "cache.fetch_failed"),
+    ("gone on refetch (404)", "cache.fetch_gone"),
     ("resyncs", "source.resyncs"),
     ("cache entries", "cache.entries"),
     ("stale entries", "cache.stale"),
