@@ -8,11 +8,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgpack
-from reactivex import Observable, abc
 
 from querysync._signals import Rejected, Resync
 
-from ._stage import Stage, log
+from ._stage import Stage, item_stage, log
 
 __all__ = ["Frame", "RejectHandler", "decode_", "decode_frame", "report_rejection"]
 
@@ -82,27 +81,12 @@ def report_rejection(
 def decode_(
     on_reject: RejectHandler | None = None,
 ) -> Stage[Any, dict[str, Any] | Resync]:
-    def build(source: Observable[Any], counts: Counter[str]) -> Observable[dict[str, Any] | Resync]:
-        def subscribe(
-            observer: abc.ObserverBase[dict[str, Any] | Resync],
-            scheduler: abc.SchedulerBase | None = None,
-        ) -> abc.DisposableBase:
-            def on_next(frame: Any) -> None:
-                if isinstance(frame, Resync):
-                    observer.on_next(frame)
-                    return
-                counts["frames"] += 1
-                try:
-                    message = decode_frame(frame)
-                except ValueError as exc:
-                    report_rejection(Rejected(frame, str(exc), "decode"), counts, on_reject)
-                    return
-                observer.on_next(message)
+    def handle(frame: Any, counts: Counter[str]) -> dict[str, Any] | None:
+        counts["frames"] += 1
+        try:
+            return decode_frame(frame)
+        except ValueError as exc:
+            report_rejection(Rejected(frame, str(exc), "decode"), counts, on_reject)
+            return None
 
-            return source.subscribe(
-                on_next, observer.on_error, observer.on_completed, scheduler=scheduler
-            )
-
-        return Observable(subscribe)
-
-    return Stage("decode", build)
+    return item_stage("decode", handle)

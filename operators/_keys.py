@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from collections import Counter
 
-from reactivex import Observable, abc
-
 from querysync._keys import KeyRegistry, default_registry
 from querysync._model import ResourceChangeUpdate
 from querysync._signals import Invalidation, Resync
 
-from ._stage import Stage, log
+from ._stage import Stage, item_stage, log
 
 __all__ = ["expand_keys_"]
 
@@ -21,62 +19,45 @@ def expand_keys_(
     registry: KeyRegistry | None = None,
 ) -> Stage[ResourceChangeUpdate | Resync, Invalidation | Resync]:
     reg = registry if registry is not None else default_registry()
+    # The types already warned about; bounded so that a server sending random type
+    # names cannot grow it (or the counts) without limit.
+    warned: set[str] = set()
 
-    def build(
-        source: Observable[ResourceChangeUpdate | Resync], counts: Counter[str]
-    ) -> Observable[Invalidation | Resync]:
-        # The types already warned about; bounded so that a server sending random type
-        # names cannot grow it (or the counts) without limit.
-        warned: set[str] = set()
-
-        def keys_of(update: ResourceChangeUpdate) -> Invalidation | None:
-            try:
-                general, specific = reg.split(update)
-            except Exception:
-                # A user's rule failed on this update: its general keys are still right,
-                # and losing the whole invalidation would leave those entries stale.
-                counts["rule_errors"] += 1
-                log.exception(
-                    "specific-key rule for %r raised; invalidating its general keys only",
-                    update.resource_type,
-                )
-                general, specific = reg.general_keys(update.resource_type), ()
-            if not general and not specific:
-                return None
-            rid = update.resource.id
-            return Invalidation(
-                update, (*general, *specific), tuple(k for k in specific if rid in k[1:])
+    def keys_of(update: ResourceChangeUpdate, counts: Counter[str]) -> Invalidation | None:
+        try:
+            general, specific = reg.split(update)
+        except Exception:
+            # A user's rule failed on this update: its general keys are still right,
+            # and losing the whole invalidation would leave those entries stale.
+            counts["rule_errors"] += 1
+            log.exception(
+                "specific-key rule for %r raised; invalidating its general keys only",
+                update.resource_type,
             )
+            general, specific = reg.general_keys(update.resource_type), ()
+        if not general and not specific:
+            return None
+        rid = update.resource.id
+        return Invalidation(
+            update, (*general, *specific), tuple(k for k in specific if rid in k[1:])
+        )
 
-        def subscribe(
-            observer: abc.ObserverBase[Invalidation | Resync],
-            scheduler: abc.SchedulerBase | None = None,
-        ) -> abc.DisposableBase:
-            def on_next(item: ResourceChangeUpdate | Resync) -> None:
-                if isinstance(item, Resync):
-                    observer.on_next(item)
-                    return
-                invalidation = keys_of(item)
-                if invalidation is None:
-                    rt = item.resource_type
-                    if reg.is_ignored(rt):
-                        counts["ignored"] += 1
-                    else:
-                        counts["unknown_type"] += 1
-                        # Warn once per type: a server that emits a new type emits it
-                        # often, and one line says all there is to say.
-                        if rt not in warned and len(warned) < _MAX_WARNED_TYPES:
-                            warned.add(rt)
-                            log.warning("no query keys for resource type %r; dropped", rt)
-                    counts["dropped"] += 1
-                    return
-                counts["invalidations"] += 1
-                observer.on_next(invalidation)
+    def handle(update: ResourceChangeUpdate, counts: Counter[str]) -> Invalidation | None:
+        invalidation = keys_of(update, counts)
+        if invalidation is not None:
+            counts["invalidations"] += 1
+            return invalidation
+        rt = update.resource_type
+        if reg.is_ignored(rt):
+            counts["ignored"] += 1
+        else:
+            counts["unknown_type"] += 1
+            # Warn once per type: a server that emits a new type emits it often, and
+            # one line says all there is to say.
+            if rt not in warned and len(warned) < _MAX_WARNED_TYPES:
+                warned.add(rt)
+                log.warning("no query keys for resource type %r; dropped", rt)
+        counts["dropped"] += 1
+        return None
 
-            return source.subscribe(
-                on_next, observer.on_error, observer.on_completed, scheduler=scheduler
-            )
-
-        return Observable(subscribe)
-
-    return Stage("expand_keys", build)
+    return item_stage("expand_keys", handle)

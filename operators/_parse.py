@@ -6,13 +6,12 @@ from collections import Counter
 from typing import Any
 
 from pydantic import ValidationError
-from reactivex import Observable, abc
 
 from querysync._model import ResourceChangeUpdate
 from querysync._signals import Rejected, Resync
 
 from ._decode import RejectHandler, decode_frame, report_rejection
-from ._stage import Stage
+from ._stage import Stage, item_stage
 
 __all__ = ["describe_validation_error", "parse_update", "resource_changes_"]
 
@@ -41,38 +40,22 @@ def parse_update(message: dict[str, Any]) -> ResourceChangeUpdate:
 def resource_changes_(
     on_reject: RejectHandler | None = None,
 ) -> Stage[Any, ResourceChangeUpdate | Resync]:
-    def build(
-        source: Observable[Any], counts: Counter[str]
-    ) -> Observable[ResourceChangeUpdate | Resync]:
-        def subscribe(
-            observer: abc.ObserverBase[ResourceChangeUpdate | Resync],
-            scheduler: abc.SchedulerBase | None = None,
-        ) -> abc.DisposableBase:
-            def on_next(frame: Any) -> None:
-                if isinstance(frame, Resync):
-                    observer.on_next(frame)
-                    return
-                counts["frames"] += 1
-                try:
-                    message = decode_frame(frame)
-                except ValueError as exc:
-                    report_rejection(Rejected(frame, str(exc), "decode"), counts, on_reject)
-                    return
-                if message.get("type") != "resource_change":
-                    counts["other_messages"] += 1
-                    return
-                try:
-                    update = parse_update(message)
-                except ValueError as exc:
-                    report_rejection(Rejected(frame, str(exc), "parse"), counts, on_reject)
-                    return
-                counts["resource_changes"] += 1
-                observer.on_next(update)
+    def handle(frame: Any, counts: Counter[str]) -> ResourceChangeUpdate | None:
+        counts["frames"] += 1
+        try:
+            message = decode_frame(frame)
+        except ValueError as exc:
+            report_rejection(Rejected(frame, str(exc), "decode"), counts, on_reject)
+            return None
+        if message.get("type") != "resource_change":
+            counts["other_messages"] += 1
+            return None
+        try:
+            update = parse_update(message)
+        except ValueError as exc:
+            report_rejection(Rejected(frame, str(exc), "parse"), counts, on_reject)
+            return None
+        counts["resource_changes"] += 1
+        return update
 
-            return source.subscribe(
-                on_next, observer.on_error, observer.on_completed, scheduler=scheduler
-            )
-
-        return Observable(subscribe)
-
-    return Stage("resource_changes", build)
+    return item_stage("resource_changes", handle)

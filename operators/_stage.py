@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from reactivex import Observable
+from reactivex import Observable, abc
 
-__all__ = ["Stage", "log"]
+from querysync._signals import Resync
+
+__all__ = ["Stage", "item_stage", "log"]
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
@@ -40,3 +42,35 @@ class Stage(Generic[_T, _R]):
 
     def __repr__(self) -> str:
         return f"<{self.name} {dict(self.counts)}>"
+
+
+def item_stage(
+    name: str, handle: Callable[[Any, Counter[str]], _R | None]
+) -> Stage[Any, _R | Resync]:
+    """A stage that turns each item into at most one item: ``handle`` returns None to skip.
+
+    A :class:`querysync.Resync` passes through unchanged and in order, without reaching
+    ``handle``; errors and completion pass through. ``handle`` must not raise for bad
+    input: it counts, reports and returns None instead, so the stream goes on.
+    """
+
+    def build(source: Observable[Any], counts: Counter[str]) -> Observable[_R | Resync]:
+        def subscribe(
+            observer: abc.ObserverBase[_R | Resync],
+            scheduler: abc.SchedulerBase | None = None,
+        ) -> abc.DisposableBase:
+            def on_next(item: Any) -> None:
+                if isinstance(item, Resync):
+                    observer.on_next(item)
+                    return
+                out = handle(item, counts)
+                if out is not None:
+                    observer.on_next(out)
+
+            return source.subscribe(
+                on_next, observer.on_error, observer.on_completed, scheduler=scheduler
+            )
+
+        return Observable(subscribe)
+
+    return Stage(name, build)

@@ -6,7 +6,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, Literal, TypeVar
+from typing import Generic, Literal, TypeVar, get_args
 
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
@@ -31,19 +31,7 @@ CacheEventKind = Literal[
     "fetch_gone",
     "fetch_discarded",
 ]
-EVENT_KINDS: tuple[CacheEventKind, ...] = (
-    "set",
-    "invalidated",
-    "skipped_fresh",
-    "removed",
-    "resync",
-    "fetch_started",
-    "fetch_retry",
-    "fetched",
-    "fetch_failed",
-    "fetch_gone",
-    "fetch_discarded",
-)
+EVENT_KINDS: tuple[CacheEventKind, ...] = get_args(CacheEventKind)
 
 
 @dataclass(frozen=True, slots=True)
