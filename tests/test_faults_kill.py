@@ -21,6 +21,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,8 @@ _CHILD = textwrap.dedent(
         digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
         return {**body, "sha": digest}
 
+    if sys.stdin.readline().strip() != "go":  # imported already; open when told to
+        sys.exit(0)
     cache = QueryCache(directory, batch_size=rng.choice([1, 20, 500]))
     print("open", flush=True)
     n = logs = 0
@@ -51,7 +54,7 @@ _CHILD = textwrap.dedent(
         op = rng.random()
         key = ("item", rng.randrange(300))
         if op < 0.7:
-            size = rng.choice([10, 2000, 40000, 150000])  # 40 KB and up: a value file
+            size = rng.choice([10, 2000, 40000, 90000])  # 40 KB and up: a value file
             cache.set(key, sealed(key, n, size))
         elif op < 0.85:
             cache.invalidate(key)  # rewrites the row with the stale flag
@@ -81,64 +84,96 @@ def spawn(script: Path, directory: Path, round_: int, seed: int) -> subprocess.P
         [sys.executable, str(script), str(directory), str(round_), str(seed)],
         cwd=script.parent,
         env=env,
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
 
 
+@dataclass
+class Rounds:
+    """What the kills left, round after round."""
+
+    seed: int
+    survived: int = 0
+    checked: int = 0
+    # Per round: the last n it acknowledged as flushed and how many log keys it had
+    # written by then; log keys are never removed, so all of them must stay.
+    durable: dict[int, tuple[int, int]] = field(default_factory=dict)
+
+
+def kill_one(proc: subprocess.Popen[str], round_: int, rng: random.Random, where: str) -> str:
+    """Let the child open the cache and write, kill it at a random moment; its output."""
+    assert proc.stdin is not None
+    assert proc.stdout is not None
+    seen = ""
+    try:
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        seen = proc.stdout.readline()
+        assert seen == "open\n", (where, seen, proc.stderr and proc.stderr.read())
+        if round_ % 4 != 1:
+            # Mostly in the middle of heavy writing: after a first flush, at a random
+            # moment; one round in four right after opening.
+            seen += proc.stdout.readline()
+            assert "flushed" in seen, (where, seen)
+            time.sleep(rng.uniform(0.0, 0.3))
+        else:
+            time.sleep(rng.uniform(0.0, 0.02))
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, where
+    return seen + out
+
+
+def check_after_kill(directory: Path, rounds: Rounds, where: str) -> None:
+    """The cache opens, holds only entries written whole, and kept every flushed log key."""
+    with QueryCache(directory) as cache:
+        stats = cache.stats()
+        assert (stats["corrupt_rows"], stats["unsafe_rows"]) == (0, 0), where
+        for key in cache:
+            entry = cache.get(key)
+            assert entry is not None, (where, key)
+            data = entry.data
+            assert data["sha"] == digest(data), (where, key)
+            assert tuple(data["key"]) == key, (where, key)
+            rounds.checked += 1
+        for past, (last, logs) in rounds.durable.items():
+            kept = [k for k in cache.keys(("log", past)) if int(str(k[2])) <= last]
+            assert len(kept) == logs, (where, past)
+
+
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 def test_ten_kills_in_a_row_leave_a_cache_that_opens_with_only_whole_entries(
     tmp_path: Path, record_property: Callable[[str, object], None]
 ) -> None:
-    seed = random.SystemRandom().randrange(2**32)
-    rng = random.Random(seed)
+    rounds = Rounds(seed=random.SystemRandom().randrange(2**32))
+    rng = random.Random(rounds.seed)
     script = tmp_path / "child.py"
     script.write_text(_CHILD)
     directory = tmp_path / "cache"
-    # Per round: how many log keys it had written at its last acknowledged flush, and
-    # the last n it acknowledged; log keys are never removed, so all must be there.
-    durable: dict[int, tuple[int, int]] = {}
-    survived = 0
-    checked = 0
-    for round_ in range(ROUNDS):
-        where = f"seed {seed}, round {round_}"
-        proc = spawn(script, directory, round_, rng.randrange(2**32))
-        assert proc.stdout is not None
-        try:
-            line = proc.stdout.readline()
-            assert line == "open\n", (where, line, proc.stderr and proc.stderr.read())
-            if round_ % 4 != 1:
-                # Mostly in the middle of heavy writing: after a first flush, at a random
-                # moment; one round in four right after opening.
-                line = proc.stdout.readline()
-                assert line.startswith("flushed"), (where, line)
-                time.sleep(rng.uniform(0.0, 0.4))
-            else:
-                time.sleep(rng.uniform(0.0, 0.02))
-        finally:
-            os.kill(proc.pid, signal.SIGKILL)
-            out, _ = proc.communicate(timeout=30)
-        assert proc.returncode == -signal.SIGKILL, where
-        acks = [x.split() for x in (line + out).splitlines() if x.startswith("flushed")]
-        durable[round_] = max(((int(a[1]), int(a[2])) for a in acks), default=(0, 0))
-
-        # The cache opens, and holds only entries that were written whole.
-        with QueryCache(directory) as cache:
-            stats = cache.stats()
-            assert (stats["corrupt_rows"], stats["unsafe_rows"]) == (0, 0), where
-            for key in cache:
-                entry = cache.get(key)
-                assert entry is not None, (where, key)
-                data = entry.data
-                assert data["sha"] == digest(data), (where, key)
-                assert tuple(data["key"]) == key, (where, key)
-                checked += 1
-            # What this round and every earlier one had flushed survived every kill since.
-            for past, (last, logs) in durable.items():
-                kept = [k for k in cache.keys(("log", past)) if int(str(k[2])) <= last]
-                assert len(kept) == logs, (where, past)
-        survived += 1
+    # Each child is started while the one before runs: it imports meanwhile, and opens
+    # the cache only when told to, once the one before is dead and its cache checked.
+    children = [spawn(script, directory, 0, rng.randrange(2**32))]
+    try:
+        for round_ in range(ROUNDS):
+            where = f"seed {rounds.seed}, round {round_}"
+            if round_ + 1 < ROUNDS:
+                children.append(spawn(script, directory, round_ + 1, rng.randrange(2**32)))
+            output = kill_one(children[round_], round_, rng, where)
+            acks = [x.split() for x in output.splitlines() if x.startswith("flushed")]
+            rounds.durable[round_] = max(
+                ((int(a[1]), int(a[2])) for a in acks), default=(0, 0)
+            )
+            check_after_kill(directory, rounds, where)
+            rounds.survived += 1
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+            child.communicate(timeout=30)
 
     # One last open that writes: the directory is still a working cache.
     with QueryCache(directory) as cache:
@@ -147,7 +182,7 @@ def test_ten_kills_in_a_row_leave_a_cache_that_opens_with_only_whole_entries(
         after = cache.get(("after",))
         assert after is not None
         assert after.data == {"ok": True}
-    assert survived == ROUNDS
-    record_property("kills_survived", survived)
-    record_property("entries_checked_after_kills", checked)
-    record_property("kill_seed", seed)
+    assert rounds.survived == ROUNDS
+    record_property("kills_survived", rounds.survived)
+    record_property("entries_checked_after_kills", rounds.checked)
+    record_property("kill_seed", rounds.seed)
