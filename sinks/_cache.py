@@ -410,21 +410,34 @@ class QueryCache:
         self._closed = True
         self._scheduler.cancel()
         self._finalizer()
-        self._events.complete()
-        for watch in list(self._watches.values()):
-            watch.broadcast.complete()
-        self._watches.clear()
+        self._complete_subscribers()
 
     async def aclose(self) -> None:
-        """Cancel and await running fetches, wait for queued writes, then close."""
+        """Cancel and await running fetches, save queued writes off the loop, then close.
+
+        As with :meth:`close`, writes that keep failing (a broken or locked disk) are
+        given up after three attempts and counted in ``stats()["lost_writes"]``.
+        """
         if self._closed:
             return
         tasks = self._scheduler.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-        if self._store.queued:
-            await self._writes_done()
-        self.close()
+        if self._closed:  # closed while the fetches wound down
+            return
+        self._closed = True
+        self._scheduler.cancel()
+        # The writer thread saves the queue or gives up on it; waiting on the loop for
+        # the queue to empty instead never ended on a disk that can no longer be written.
+        await asyncio.to_thread(self._store.close)
+        self._finalizer()  # also closes this thread's database connection
+        self._complete_subscribers()
+
+    def _complete_subscribers(self) -> None:
+        self._events.complete()
+        for watch in list(self._watches.values()):
+            watch.broadcast.complete()
+        self._watches.clear()
 
     def __enter__(self) -> QueryCache:
         return self
