@@ -266,9 +266,10 @@ async def test_404_removes_the_entry_at_once_without_retrying(api: Api, rig: Rig
     assert rig.cache.get(("workflow", "doomed")) is None
     assert len(api.requests["doomed"]) == 2  # the first fetch, then one 404
     assert rig.of("fetch_retry", "doomed") == []
-    failed = rig.of("fetch_failed", "doomed")
-    assert len(failed) == 1
-    assert "404" in (failed[0].error or "")
+    assert rig.of("fetch_failed", "doomed") == []  # not a failure: the resource is gone
+    gone = rig.of("fetch_gone", "doomed")
+    assert len(gone) == 1
+    assert "404" in (gone[0].error or "")
     assert len(rig.of("removed", "doomed")) == 1
     steady = rig.cache.get(("workflow", "steady"))
     assert steady is not None
