@@ -19,7 +19,8 @@ import json
 import math
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import diskcache
@@ -157,44 +158,67 @@ def _achieved_rate(stamps: Iterable[float]) -> float:
     return (len(times) - 1) / (times[-1] - times[0])
 
 
-async def _measure(server: FeedServer, count: int) -> dict[str, tuple[list[float], float]]:
-    return {
-        "hand": await _hand_written(server.url("hand"), count),
-        "pipe": await _pipeline(server.url("pipe"), count),
-    }
+@dataclass(frozen=True)
+class Round:
+    """The latencies (seconds) of one consumer over one feed, and the rate it came at."""
+
+    latencies: list[float]
+    rate: float
+
+    def p(self, q: float) -> float:
+        return percentile(self.latencies, q)
+
+
+async def _measure(server: FeedServer, count: int, rounds: int) -> tuple[list[Round], list[Round]]:
+    hands: list[Round] = []
+    pipes: list[Round] = []
+    for n in range(rounds):
+        hands.append(Round(*await _hand_written(server.url(f"hand-{n}"), count)))
+        pipes.append(Round(*await _pipeline(server.url(f"pipe-{n}"), count)))
+    return hands, pipes
+
+
+def _median_round(rounds: list[Round]) -> Round:
+    # One round's tail is at the mercy of whatever else the machine did in those two
+    # seconds; the round with the median p99 is the fairest single picture.
+    return sorted(rounds, key=lambda r: r.p(99))[len(rounds) // 2]
 
 
 def run(*, small: bool = False) -> list[Figure]:
     """p50 / p99 / max latency to disk at 10,000 msg/s, against a synchronous hand-written loop."""
-    count = 300 if small else 20_000
+    count, rounds = (300, 1) if small else (20_000, 3)
     feeds = {
-        name: Feed("msgpack", count, resources=None, rate=RATE, seed=n)
-        for n, name in enumerate(("hand", "pipe"))
+        f"{who}-{n}": Feed("msgpack", count, resources=None, rate=RATE, seed=n)
+        for who in ("hand", "pipe")
+        for n in range(rounds)
     }
     with FeedServer(feeds) as server:
-        results = asyncio.run(_measure(server, count))
-    pipe, pipe_rate = results["pipe"]
-    hand, _ = results["hand"]
-    if len(pipe) < count * 0.99:
-        raise RuntimeError(f"only {len(pipe)} of {count} messages reached the disk")
-    p = {q: percentile(pipe, q) * MS for q in (50, 99)}
-    h = {q: percentile(hand, q) * MS for q in (50, 99)}
-    stat: Callable[[str, float, float], Figure] = lambda label, ours, base: figure(  # noqa: E731
-        f"latency to disk {label} ({count:,} msgs at {pipe_rate:,.0f}/s)", ours, "ms", baseline=base
-    )
-    figures = [
-        stat("p50", p[50], h[50]),
+        hands, pipes = asyncio.run(_measure(server, count, rounds))
+    for r in pipes:
+        if len(r.latencies) < count * 0.99:
+            raise RuntimeError(f"only {len(r.latencies)} of {count} messages reached the disk")
+    pipe, hand = _median_round(pipes), _median_round(hands)
+    spread = ", ".join(f"{r.p(99) * MS:.1f}" for r in sorted(pipes, key=lambda r: r.p(99)))
+    label = f"{count:,} msgs at {pipe.rate:,.0f}/s"
+    if rounds > 1:
+        label += f", median of {rounds} runs"
+    return [
+        figure(f"latency to disk p50 ({label})", pipe.p(50) * MS, "ms", baseline=hand.p(50) * MS),
         figure(
-            f"latency to disk p99 ({count:,} msgs at {pipe_rate:,.0f}/s)",
-            p[99],
+            f"latency to disk p99 ({label}; p99 of each run: {spread} ms)",
+            pipe.p(99) * MS,
             "ms",
-            baseline=h[99],
+            baseline=hand.p(99) * MS,
             target=f"< {TARGET_P99_MS:g} ms",
-            met=p[99] < TARGET_P99_MS,
+            met=pipe.p(99) < TARGET_P99_MS,
         ),
-        stat("max", max(pipe) * MS, max(hand) * MS),
+        figure(
+            f"latency to disk max ({label})",
+            max(pipe.latencies) * MS,
+            "ms",
+            baseline=max(hand.latencies) * MS,
+        ),
     ]
-    return figures
 
 
 if __name__ == "__main__":
