@@ -62,7 +62,7 @@ def _number(value: Any) -> str:
             return "nan"
         if v != 0 and (abs(v) >= 1e6 or abs(v) < 0.01):
             return f"{v:.3g}"
-        if abs(v) >= 1000:
+        if abs(v) >= 1000 or v.is_integer():
             return f"{v:,.0f}"
         return f"{v:.3g}" if abs(v) < 10 else f"{v:.1f}"
     return str(value)

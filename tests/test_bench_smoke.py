@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,20 @@ def _check(fig: dict[str, Any]) -> None:
     assert (fig["met"] is None) == (fig["target"] is None)
 
 
+_TARGET = re.compile(r"^(ratio )?(<|<=|>|>=) .*?([0-9][0-9,]*(?:\.[0-9]+)?)(?: [^0-9]*)?$")
+
+
+def _target_holds(fig: dict[str, Any]) -> bool | None:
+    """Whether the figure meets a target of the form "< 20 MB", "ratio >= 0.8", "<= x = 5"."""
+    match = _TARGET.match(fig["target"] or "")
+    if match is None:
+        return None
+    subject = fig["ratio"] if match.group(1) else fig["value"]
+    bound = float(match.group(3).replace(",", ""))
+    compare = {"<": float.__lt__, "<=": float.__le__, ">": float.__gt__, ">=": float.__ge__}
+    return bool(compare[match.group(2)](float(subject), bound))
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_small_run_reports_well_formed_figures(name: str) -> None:
     figures = _run(name)
@@ -63,6 +78,10 @@ def test_small_run_reports_well_formed_figures(name: str) -> None:
             # A rate or a latency of zero would mean nothing was measured.
             assert fig["value"] > 0, fig
             assert fig["baseline"] is None or fig["baseline"] > 0, fig
+        # "met?" must say what the numbers say (a unit slip once called 15 ms "< 5 ms").
+        holds = _target_holds(fig)
+        if holds is not None and "met" in fig:
+            assert fig["met"] is holds or (holds and fig["met"] is False), fig
     names = [f["name"] for f in figures]
     assert len(set(names)) == len(names)
     assert all(n.startswith(name) for n in names)
