@@ -534,7 +534,10 @@ class QueryCache:
     ) -> None:
         again = refetch != "none"
         for key in self._live.matching(prefix, exact=exact):
-            if key in kept or self._scheduler.invalidated(key, refetch=again):
+            if key in kept:
+                continue
+            revive = key == prefix or key in self._watches
+            if self._scheduler.invalidated(key, refetch=again, revive=revive):
                 continue
             if again and key in self._watches:
                 self._start_fetch(key)

@@ -93,7 +93,7 @@ class _Flight:
         self.invalidated = False
         # ...and a refetch was asked for: fetch once more when this one ends.
         self.again = False
-        # Removed after this fetch started: storing its result would resurrect the entry.
+        # Removed since this fetch was started: storing its result would resurrect the entry.
         self.discard = False
 
 
@@ -106,7 +106,10 @@ class FetchScheduler:
     - an invalidation during a fetch marks it: its result is stored stale, and when
       a refetch was asked for, the key is fetched exactly once more afterwards, however
       many invalidations arrived (a burst of 1,000 costs at most two fetches);
-    - a removal during a fetch makes it drop its result;
+    - a removal during a fetch makes it drop its result, and a removal before it began
+      stops it from beginning; an invalidation that only matches the removed key by
+      prefix does not revive it, while a fetch asked for by name (``start``, or an
+      invalidation of the key itself with ``revive``) fetches once more afterwards;
     - a failed attempt is retried after ``RetryPolicy.backoff``; the semaphore is not
       held while waiting, so backoffs do not starve other keys;
     - :class:`querysync.ResourceGone` (a 404) is not retried: asking again cannot help.
@@ -152,6 +155,10 @@ class FetchScheduler:
         """The task fetching ``key``: the running one, else a new one; None without a loop."""
         flight = self._flights.get(key)
         if flight is not None:
+            if flight.discard:
+                # Asked for by name after a removal: joining a fetch that will drop its
+                # result would leave the caller with nothing.
+                flight.again = True
             return flight.task
         loop = self.running_loop
         if loop is None:
@@ -163,13 +170,19 @@ class FetchScheduler:
         task.add_done_callback(lambda t: self._ended(key, flight, t))
         return task
 
-    def invalidated(self, key: QueryKey, *, refetch: bool) -> bool:
-        """Tell the fetch of ``key`` (if one runs) that it was invalidated; True if one runs."""
+    def invalidated(self, key: QueryKey, *, refetch: bool, revive: bool = True) -> bool:
+        """Tell the fetch of ``key`` (if one runs) that it was invalidated; True if one runs.
+
+        ``refetch`` asks for one more fetch after it. When the key was removed during the
+        fetch, only ``revive`` (the key itself was named, or someone watches it) does:
+        a prefix that merely covers a removed key must not bring its entry back.
+        """
         flight = self._flights.get(key)
         if flight is None:
             return False
         flight.invalidated = True
-        flight.again = flight.again or refetch
+        if refetch and (revive or not flight.discard):
+            flight.again = True
         return True
 
     def removed(self, key: QueryKey) -> None:
@@ -212,6 +225,8 @@ class FetchScheduler:
     async def _fetch_until_current(self, key: QueryKey, flight: _Flight) -> None:
         host = self._host
         while True:
+            if flight.discard and not flight.again:
+                return  # removed before it began, and not asked for since
             flight.invalidated = flight.again = flight.discard = False
             fetch = host.fetcher_for(key)
             if fetch is None:

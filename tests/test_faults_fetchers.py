@@ -377,3 +377,76 @@ async def test_an_invalidation_as_a_fetch_returns_is_not_lost(tmp_path: Path) ->
         assert entry is not None
         assert (entry.data, entry.stale) == (4, False)
         assert seen[-1] == 4
+
+
+class Gate:
+    """A fetcher whose answers wait until the test opens the gate."""
+
+    def __init__(self, answer: Any) -> None:
+        self.answer = answer
+        self.open = asyncio.Event()
+        self.calls = 0
+
+    async def __call__(self, key: QueryKey) -> Any:
+        self.calls += 1
+        await self.open.wait()
+        return self.answer
+
+
+async def test_a_removed_key_is_not_revived_by_an_invalidation_of_its_prefix(
+    tmp_path: Path,
+) -> None:
+    """Regression, found by the fuzzer: a thread deleted while its message list was being
+    refetched came back as an empty list (the REST answer for a thread that is gone),
+    because the deletion of its messages invalidated ("messages",) after the removal and
+    re-armed the discarded fetch."""
+    gate = Gate({"messages": []})
+    async with QueryCache(tmp_path / "c") as cache:
+        cache.register_fetcher(("messages",), gate)
+        cache.set(("messages", "t1"), {"messages": [{"id": "m1"}]})
+        cache.set(("messages",), {"messages": [{"id": "m1"}]})
+        cache.invalidate(("messages", "t1"), exact=True, refetch="all")  # a refetch, held
+        cache.remove(("messages", "t1"))  # the thread is deleted meanwhile
+        cache.invalidate(("messages",), refetch="all")  # ...and so are its messages
+        gate.open.set()
+        await settle(cache)
+        assert cache.get(("messages", "t1")) is None
+        lists = cache.get(("messages",))
+        assert lists is not None
+        assert not lists.stale
+
+        # Removed before its refetch even began: that refetch never runs.
+        cache.set(("messages", "t2"), {"messages": []})
+        calls = gate.calls
+        cache.invalidate(("messages", "t2"), refetch="all")
+        cache.remove(("messages", "t2"))
+        await settle(cache)
+        assert cache.get(("messages", "t2")) is None
+        assert gate.calls == calls
+
+
+async def test_a_key_asked_for_again_after_its_removal_is_fetched(tmp_path: Path) -> None:
+    """The other side of the rule above: a fetch asked for by name (the resource created
+    again, a prefetch, a watcher) after a removal must not join the fetch being dropped."""
+    gate = Gate({"id": "w1", "etag": "e2"})
+    async with QueryCache(tmp_path / "c") as cache:
+        cache.register_fetcher(("workflow",), gate)
+        cache.set(("workflow", "w1"), {"id": "w1", "etag": "e1"})
+        cache.invalidate(("workflow", "w1"), refetch="all")
+        cache.remove(("workflow", "w1"))
+        cache.prefetch(("workflow", "w1"))
+        gate.open.set()
+        await settle(cache)
+        entry = cache.get(("workflow", "w1"))
+        assert entry is not None
+        assert (entry.data, entry.stale) == ({"id": "w1", "etag": "e2"}, False)
+
+        seen: list[Any] = []
+        gate.open.clear()
+        cache.invalidate(("workflow", "w1"), refetch="all")
+        cache.remove(("workflow", "w1"))
+        sub = cache.watch(("workflow", "w1")).subscribe(seen.append)
+        gate.open.set()
+        await settle(cache)
+        sub.dispose()
+        assert seen == [{"id": "w1", "etag": "e2"}]

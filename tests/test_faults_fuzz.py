@@ -309,8 +309,16 @@ def short(value: object) -> str:
     return text if len(text) <= 80 else f"{text[:60]}...<{len(text)} chars>"
 
 
+class Brief:
+    """Printed by hypothesis through its short ``repr``: hypothesis's own printer spells
+    out a dataclass's fields in full, megabyte strings included."""
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))
+
+
 @dataclass(frozen=True, repr=False)
-class Write:
+class Write(Brief):
     action: str
     rtype: str
     rid: str
@@ -323,12 +331,22 @@ class Write:
 
 
 @dataclass(frozen=True, repr=False)
-class Bad:
+class Bad(Brief):
     frame: Any
     kind: Kind
 
     def __repr__(self) -> str:
         return f"Bad({short(self.frame)}, {self.kind})"
+
+
+@dataclass(frozen=True, repr=False)
+class Burst(Brief):
+    """Bad frames back to back, as a broken sender repeats itself."""
+
+    frames: tuple[Bad, ...]
+
+    def __repr__(self) -> str:
+        return f"Burst({', '.join(map(repr, self.frames))})"
 
 
 @dataclass(frozen=True)
@@ -372,6 +390,9 @@ steps = st.one_of(
     writes,
     bad_frames.map(lambda fk: Bad(fk[0], fk[1])),
     odd_objects.map(lambda o: Bad(o, "reject")),
+    st.lists(bad_frames.map(lambda fk: Bad(fk[0], fk[1])), min_size=5, max_size=25).map(
+        lambda frames: Burst(tuple(frames))
+    ),
     st.builds(Pause, st.integers(min_value=1, max_value=3)),
 )
 
@@ -412,7 +433,7 @@ class InProcess:
     tally: Tally
 
 
-async def run_script(bench: InProcess, script: list[Write | Bad | Pause]) -> None:
+async def run_script(bench: InProcess, script: list[Write | Bad | Burst | Pause]) -> None:
     backend = bench.backend = Backend()
     cache = bench.cache
     # A clean slate: the previous example's entries, fetches and writes are gone.
@@ -443,14 +464,15 @@ async def run_script(bench: InProcess, script: list[Write | Bad | Pause]) -> Non
             for _ in range(step.turns):
                 await asyncio.sleep(0)
             continue
-        if isinstance(step, Bad):
-            sent[step.kind] += 1
-            subject.on_next(step.frame)
+        if isinstance(step, Write):
+            for msg in backend.write(step.action, step.rtype, step.rid):
+                sent["valid"] += 1
+                valid.append(msg)
+                subject.on_next(encode_for_subject(msg, step.encoding, step.extra))
             continue
-        for msg in backend.write(step.action, step.rtype, step.rid):
-            sent["valid"] += 1
-            valid.append(msg)
-            subject.on_next(encode_for_subject(msg, step.encoding, step.extra))
+        for bad in step.frames if isinstance(step, Burst) else (step,):
+            sent[bad.kind] += 1
+            subject.on_next(bad.frame)
     async with asyncio.timeout(30):
         await cache.wait_idle()
     events_sub.dispose()
@@ -514,13 +536,13 @@ async def test_fuzzed_frames_in_process_never_end_the_stream_or_lose_an_update(
     bench = in_process
 
     @settings(
-        max_examples=200,
+        max_examples=400,
         deadline=None,
         database=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
-    @given(st.lists(steps, max_size=30))
-    def check(script: list[Write | Bad | Pause]) -> None:
+    @given(st.lists(steps, max_size=40))
+    def check(script: list[Write | Bad | Burst | Pause]) -> None:
         run_on(bench.loop, run_script(bench, script))
 
     await asyncio.to_thread(check)
@@ -537,7 +559,7 @@ async def test_fuzzed_frames_in_process_never_end_the_stream_or_lose_an_update(
             assert (again.data, again.stale, again.etag) == (entry.data, entry.stale, entry.etag)
         assert reopened.stats()["corrupt_rows"] == 0
 
-    assert bench.tally.examples >= 100
+    assert bench.tally.examples >= 200
     assert bench.tally.kinds["reject"] > 0
     assert bench.tally.kinds["valid"] > 0
     record_property("frames_fuzzed_in_process", bench.tally.bad_frames)
@@ -561,7 +583,9 @@ class Mode:
 ws_steps = st.one_of(
     st.builds(Writes, st.integers(min_value=1, max_value=8)),
     bad_frames.map(lambda fk: Bad(fk[0], fk[1])),
-    bad_frames.map(lambda fk: Bad(fk[0], fk[1])),
+    st.lists(bad_frames.map(lambda fk: Bad(fk[0], fk[1])), min_size=5, max_size=25).map(
+        lambda frames: Burst(tuple(frames))
+    ),
     st.sampled_from([Mode("text"), Mode("binary")]),
     st.just(Pause()),
 )
@@ -581,7 +605,9 @@ class OverWs:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-async def run_ws_script(bench: OverWs, script: list[Writes | Bad | Mode | Pause]) -> None:
+async def run_ws_script(
+    bench: OverWs, script: list[Writes | Bad | Burst | Mode | Pause]
+) -> None:
     server, running = bench.server, bench.running
     source, cache = running.source, running.cache
     before_source = Counter(source.counts)
@@ -592,9 +618,10 @@ async def run_ws_script(bench: OverWs, script: list[Writes | Bad | Mode | Pause]
     for step in script:
         if isinstance(step, Writes):
             await bench.workload.run(max_changes=step.count, rate=1e6, seconds=5, kind="mixed")
-        elif isinstance(step, Bad):
-            sent[step.kind] += 1
-            assert server.broadcast_raw(step.frame) == 1
+        elif isinstance(step, Bad | Burst):
+            for bad in step.frames if isinstance(step, Burst) else (step,):
+                sent[bad.kind] += 1
+                assert server.broadcast_raw(bad.frame) == 1
         elif isinstance(step, Mode):
             await source.send({"command": "set_mode", "data": {"mode": step.mode}})
         else:
@@ -700,13 +727,13 @@ async def test_fuzzed_frames_over_a_real_websocket_never_cost_the_connection(
     bench = over_ws
 
     @settings(
-        max_examples=25,
+        max_examples=40,
         deadline=None,
         database=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
-    @given(st.lists(ws_steps, min_size=1, max_size=14))
-    def check(script: list[Writes | Bad | Mode | Pause]) -> None:
+    @given(st.lists(ws_steps, min_size=1, max_size=24))
+    def check(script: list[Writes | Bad | Burst | Mode | Pause]) -> None:
         run_on(bench.loop, run_ws_script(bench, script))
 
     await asyncio.to_thread(check)
