@@ -147,12 +147,14 @@ async def run_pipeline(
     *,
     window: float | None = 0.25,
     tap: Callable[[Observable[Any]], Observable[Any]] | None = None,
+    source_options: dict[str, Any] | None = None,
 ) -> Outcome:
     """Take the feed at ``url`` with websocket -> build_pipeline -> apply(cache).
 
     Timed from the connection to the pipeline's completion (the server closes with
     1000, the throttle flushes what it holds); ``flush_seconds`` is the extra time
-    until the cache has written everything to disk. ``tap`` may wrap the source.
+    until the cache has written everything to disk. ``tap`` may wrap the source;
+    ``source_options`` go to ``websocket()`` (its defaults otherwise, as ``sync`` has).
     """
     built: list[Pipeline] = []
 
@@ -162,7 +164,7 @@ async def run_pipeline(
         built.append(pipeline)
         return pipeline.observable
 
-    outcome = await run_stages(url, build, cache)
+    outcome = await run_stages(url, build, cache, source_options=source_options)
     counts = built[0].counts()
     outcome.counts.update(counts)
     outcome.marked = counts["invalidations"]
@@ -173,6 +175,8 @@ async def run_stages(
     url: str,
     build: Callable[[Observable[Any]], Observable[Any]],
     cache: QueryCache | None = None,
+    *,
+    source_options: dict[str, Any] | None = None,
 ) -> Outcome:
     """Take the feed at ``url`` with ``build(websocket(url))``, subscribed until it completes.
 
@@ -181,7 +185,8 @@ async def run_stages(
     """
     loop = asyncio.get_running_loop()
     async with aiohttp.ClientSession() as session:
-        source = websocket(url, session=session, silence_timeout=None, max_msg_size=_MAX_MSG)
+        options = {"max_msg_size": _MAX_MSG, **(source_options or {})}
+        source = websocket(url, session=session, **options)
         stream = build(source)
         done: asyncio.Future[None] = loop.create_future()
         connected: list[tuple[float, float]] = []

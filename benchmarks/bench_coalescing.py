@@ -74,7 +74,6 @@ async def _measure(
                 directory,
                 window=window,
                 mirror=True,
-                source_options={"silence_timeout": None},
             )
             fetches: Counter[QueryKey] = Counter()
 
