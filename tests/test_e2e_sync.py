@@ -17,6 +17,7 @@ from querysync import (
     LIST_KEYS,
     Agreement,
     AuthenticationError,
+    CacheError,
     QueryKey,
     Rejected,
     Sync,
@@ -454,7 +455,7 @@ async def test_a_cache_that_cannot_be_opened_leaves_no_session_open(tmp_path: Pa
     blocker.write_text("")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        with pytest.raises(NotADirectoryError):
+        with pytest.raises(CacheError, match="cannot create the cache directory"):
             await sync("ws://127.0.0.1:9/ws", "http://127.0.0.1:9", blocker / "cache")
         gc.collect()
     leaked = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
