@@ -263,7 +263,7 @@ def breakdown(encoding: Encoding = "msgpack", count: int = 200_000, tries: int =
         step = (
             ""
             if previous is None or not label.startswith("+")
-            else f"  (+{(cost - previous) * 1e6:.2f})"
+            else f"  ({(cost - previous) * 1e6:+.2f})"
         )
         out.append(f"  {label:40s} {cost * 1e6:6.2f}{step}")
         if label.startswith(("websocket", "+")):

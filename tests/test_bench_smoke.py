@@ -130,7 +130,7 @@ def test_throughput_diagnostics_name_every_stage() -> None:
     costs = {}
     for line in lines[1:-1]:
         label, _, rest = line.strip().rpartition("  ")
-        if rest.startswith("(+"):
+        if rest.startswith(("(+", "(-")):
             label, _, rest = label.strip().rpartition("  ")
         costs[label.strip()] = float(rest)
     assert list(costs) == [
