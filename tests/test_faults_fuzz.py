@@ -605,6 +605,15 @@ class OverWs:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
+def held_back(running: Sync) -> int:
+    """Updates the throttle holds now: every update it took in and has not passed on."""
+    throttle = running.pipeline.throttle
+    assert throttle is not None
+    took = running.pipeline.parse.counts["resource_changes"]
+    t = throttle.counts
+    return took - (t["leading"] + t["coalesced"] + t["trailing"] + t["flushed"])
+
+
 async def run_ws_script(
     bench: OverWs, script: list[Writes | Bad | Burst | Mode | Pause]
 ) -> None:
@@ -633,10 +642,21 @@ async def run_ws_script(
     server.broadcast({"type": "fuzz_marker", "n": bench.serial})
     async with asyncio.timeout(20):
         await arrived.wait()
-    # Held trailing updates leave the throttle within one window of their arrival.
-    await asyncio.sleep(3 * (running.pipeline.window or 0))
-    async with asyncio.timeout(20):
-        await cache.wait_idle()
+    # Then until the throttle holds nothing back (a fixed sleep raced with its timers
+    # on a loaded machine) and the cache is idle.
+    try:
+        async with asyncio.timeout(20):
+            # Polled: an update of an unknown type leaves the throttle and then goes
+            # nowhere, so no event downstream could announce it.
+            while held_back(running) > 0:  # noqa: ASYNC110
+                await asyncio.sleep(running.pipeline.window or 0.01)
+            await cache.wait_idle()
+    except TimeoutError:
+        throttle = running.pipeline.throttle
+        raise AssertionError(
+            f"not settled: {running.pipeline.parse.counts} {throttle and throttle.counts} "
+            f"{cache.stats()}"
+        ) from None
 
     bench.tally.examples += 1
     bench.tally.bad_frames += sum(sent.values())
