@@ -632,7 +632,8 @@ async def run_ws_script(
                 sent[bad.kind] += 1
                 assert server.broadcast_raw(bad.frame) == 1
         elif isinstance(step, Mode):
-            await source.send({"command": "set_mode", "data": {"mode": step.mode}})
+            async with asyncio.timeout(5):
+                await source.send({"command": "set_mode", "data": {"mode": step.mode}})
         else:
             await asyncio.sleep(0.002)
     # A marker after the script: when it arrives, every frame before it has been through
@@ -736,9 +737,10 @@ async def over_ws(tmp_path: Path) -> AsyncIterator[OverWs]:
         markers.dispose()
         events.dispose()
         unsubscribe()
-        await running.stop()
-        await cache.aclose()
-        await server.stop()
+        async with asyncio.timeout(20):
+            await running.stop()
+            await cache.aclose()
+            await server.stop()
 
 
 async def test_fuzzed_frames_over_a_real_websocket_never_cost_the_connection(
@@ -816,5 +818,6 @@ async def test_a_frame_over_the_hard_limit_costs_one_reconnect_and_a_resync(
             agreement = await audit(cache, running.api, expect=LIST_KEYS)
             assert agreement.ok, agreement.disagreements
         finally:
-            await running.stop()
-            await cache.aclose()
+            async with asyncio.timeout(20):
+                await running.stop()
+                await cache.aclose()

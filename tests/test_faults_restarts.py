@@ -71,11 +71,13 @@ async def test_five_restarts_under_a_workload_end_with_the_cache_agreeing(
         for code in KILL_CODES:
             await asyncio.sleep(rng.uniform(0.1, 0.25))
             assert running.source.state == ConnectionState.CONNECTED
-            await server.stop(code=code)
+            async with asyncio.timeout(10):
+                await server.stop(code=code)
             before = server.counts["resource_changes"]
             await asyncio.sleep(rng.uniform(0.05, 0.2))  # the workload keeps writing
             changes_down += server.counts["resource_changes"] - before
-            await server.start()
+            async with asyncio.timeout(10):
+                await server.start()
             async with asyncio.timeout(10):
                 event = await resyncs.get()
                 await server.wait_for_connections(1)
@@ -115,9 +117,10 @@ async def test_five_restarts_under_a_workload_end_with_the_cache_agreeing(
             workload.stop()
             await asyncio.wait({writing}, timeout=5)
         events.dispose()
-        await running.stop()
-        await cache.aclose()
-        await server.stop()
+        async with asyncio.timeout(20):
+            await running.stop()
+            await cache.aclose()
+            await server.stop()
 
 
 async def test_a_backend_that_comes_back_empty_empties_the_cache(tmp_path: Path) -> None:
@@ -138,10 +141,12 @@ async def test_a_backend_that_comes_back_empty_empties_the_cache(tmp_path: Path)
             await running.settle(quiet=0.1)
         assert len(cache.keys(("workflow",))) > 0
         port = first.port
-        await first.stop(code=None)
+        async with asyncio.timeout(10):
+            await first.stop(code=None)
 
         second = NodeToolServer(ping_interval=None, stats_interval=None, store=ResourceStore())
-        await second.start(port=port)
+        async with asyncio.timeout(10):
+            await second.start(port=port)
         async with asyncio.timeout(10):
             await second.wait_for_connections(1)
         async with asyncio.timeout(20):
@@ -158,8 +163,9 @@ async def test_a_backend_that_comes_back_empty_empties_the_cache(tmp_path: Path)
         agreement = await audit(cache, running.api, expect=LIST_KEYS)
         assert agreement.ok, agreement.disagreements[:10]
     finally:
-        await running.stop()
-        await cache.aclose()
-        await first.stop()
-        if second is not None:
-            await second.stop()
+        async with asyncio.timeout(20):
+            await running.stop()
+            await cache.aclose()
+            await first.stop()
+            if second is not None:
+                await second.stop()

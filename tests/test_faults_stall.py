@@ -173,7 +173,8 @@ async def test_slow_fetches_and_a_locked_disk_never_stall_the_loop_or_drop_the_c
                 await asyncio.sleep(LOCK_HOLD)
                 queued_while_locked = cache.stats()["queued_writes"]
                 release.set()
-            report: WorkloadReport = await asyncio.wrap_future(writing)
+            async with asyncio.timeout(20):
+                report: WorkloadReport = await asyncio.wrap_future(writing)
             async with asyncio.timeout(30):
                 await running.settle(quiet=0.2)
 
@@ -209,8 +210,9 @@ async def test_slow_fetches_and_a_locked_disk_never_stall_the_loop_or_drop_the_c
         finally:
             ticking.cancel()
             pings_sub.dispose()
-            await running.stop()
-            await cache.aclose()
+            async with asyncio.timeout(20):
+                await running.stop()
+                await cache.aclose()
 
     gaps = [b - a for a, b in itertools.pairwise(pings)]
     record_property("longest_loop_stall_ms", round(ticker.longest * 1000, 1))

@@ -105,6 +105,10 @@ class Backend:
         await self.settle(running)
         return running
 
+    async def stop(self, running: Sync) -> None:
+        async with asyncio.timeout(20):
+            await running.stop()
+
     async def settle(self, running: Sync) -> None:
         async with asyncio.timeout(20):
             await running.settle(quiet=0.1)
@@ -162,7 +166,7 @@ async def test_pickles_planted_under_a_running_sync_never_run_and_cost_counted_m
         assert changed.data["description"] == "after tampering"
         assert running.error is None
     finally:
-        await running.stop()
+        await backend.stop(running)
     assert not backend.marker.exists()
     # The next write put a JSON meta row back; the victim's row was not written again.
     assert row_mode(db, META) != PICKLE_MODE
@@ -182,7 +186,7 @@ async def test_pickles_planted_under_a_running_sync_never_run_and_cost_counted_m
             )
         assert agreement.ok, agreement.disagreements[:10]
     finally:
-        await running.stop()
+        await backend.stop(running)
     with QueryCache(backend.directory) as cache:
         assert cache.stats()["unsafe_rows"] == 1  # the planted row nobody wrote over
         assert ("workflow", "evil") not in cache
@@ -196,7 +200,7 @@ async def test_a_broken_database_is_refused_clearly_by_the_next_sync(
 ) -> None:
     db = backend.directory / "cache.db"
     running = await backend.sync(writes=40)
-    await running.stop()  # a first run, written and checkpointed into cache.db
+    await backend.stop(running)  # a first run, written and checkpointed into cache.db
     running = await backend.sync()
     try:
         if damage == "replaced by garbage while open":
@@ -213,7 +217,7 @@ async def test_a_broken_database_is_refused_clearly_by_the_next_sync(
         assert entry is not None
         assert entry.data["description"] == "still running"
     finally:
-        await running.stop()
+        await backend.stop(running)
     if damage == "truncated after":
         data = db.read_bytes()
         db.write_bytes(data[: len(data) // 2])
@@ -239,8 +243,9 @@ async def test_a_broken_database_is_refused_clearly_by_the_next_sync(
             agreement = await audit(cache, running.api, expect=LIST_KEYS)
         assert agreement.ok, agreement.disagreements[:10]
     finally:
-        await running.stop()
-        await cache.aclose()
+        await backend.stop(running)
+        async with asyncio.timeout(20):
+            await cache.aclose()
     assert any(".corrupt-" in p.name for p in backend.directory.iterdir())
 
 
@@ -278,7 +283,7 @@ async def test_a_directory_opened_up_under_a_running_sync_is_refused_next_time(
         assert running.cache.stats()["write_errors"] == 0
         keys = set(running.cache.keys())
     finally:
-        await running.stop()
+        await backend.stop(running)
 
     with no_session_left_open(), pytest.raises(CacheSecurityError, match="writable"):
         await sync(backend.server.ws_url, backend.server.api_url, backend.directory)
