@@ -44,6 +44,16 @@ class Pipeline:
             yield self.throttle
         yield self.keys
 
+    def held(self) -> int:
+        """Updates the throttle holds now, to emit when their windows close."""
+        if self.throttle is None:
+            return 0
+        t = self.throttle.counts
+        # Every update the throttle took either passed at once, replaced a held one,
+        # or is held until it comes out as trailing (or flushed on completion).
+        passed = t["leading"] + t["coalesced"] + t["trailing"] + t["flushed"]
+        return self.parse.counts["resource_changes"] - passed
+
     def counts(self) -> dict[str, int]:
         """What the stages did, under names that say it: ``rejected``, ``coalesced``, ..."""
         parse, keys = self.parse.counts, self.keys.counts

@@ -6,8 +6,12 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from querysync import audit, sync
+from reactivex.subject import Subject
+from reactivex.testing import TestScheduler
+
+from querysync import audit, build_pipeline, sync
 from querysync.server import NodeToolServer
+from querysync.testing import change
 
 WORKFLOW: dict[str, Any] = {"name": "w", "access": "private", "graph": {"nodes": [], "edges": []}}
 
@@ -54,3 +58,18 @@ async def test_a_reopened_cache_catches_up_with_changes_made_while_it_was_closed
             assert agreement.ok, agreement.disagreements
         finally:
             await second.stop()
+
+
+def test_pipeline_reports_what_the_throttle_holds() -> None:
+    source: Subject[object] = Subject()
+    scheduler = TestScheduler()
+    pipeline = build_pipeline(source, window=10.0, scheduler=scheduler)
+    pipeline.observable.subscribe()
+    a = change("updated", "workflow", "a").model_dump()
+    source.on_next(a)
+    assert pipeline.held() == 0
+    source.on_next(a)
+    source.on_next(a)
+    assert pipeline.held() == 1
+    scheduler.advance_by(11.0)
+    assert pipeline.held() == 0
