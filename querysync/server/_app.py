@@ -148,6 +148,10 @@ class NodeToolServer:
         if runner is None:
             return
         await self._jobs.stop()
+        # Stop listening first: a client reconnecting at once would otherwise get in
+        # between and be cut a second time by the cleanup.
+        for site in list(runner.sites):
+            await site.stop()
         await self.drop_connections(code=code, reason=reason)
         await runner.cleanup()
         log.info("NodeTool server on port %d stopped", self._port)
