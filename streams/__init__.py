@@ -88,7 +88,9 @@ def websocket(
 
     Reconnection: a connection that is lost, refused, closed with a code outside
     ``final_close_codes``, or silent for ``silence_timeout`` seconds (no frame at all,
-    not even a ping; default 45, ``None`` to never time out) is reconnected after
+    not even a ping; default 45, ``None`` to never time out; one timer per connection
+    looks every quarter of it, so a silent connection is dropped after 1 to 1.25 times
+    ``silence_timeout``, and the timeout costs nothing per frame) is reconnected after
     ``backoff.delay(n)`` seconds for the n-th attempt (default :class:`Backoff`:
     1 s * 1.5^(n-1) capped at 30 s, plus jitter). The count starts again after a good
     connection, one that delivered at least one frame. After every reconnection (not
@@ -113,7 +115,8 @@ def websocket(
     sends MessagePack; ``"text"``: JSON).
 
     The returned :class:`WebSocketSource` also has ``states`` (an Observable of
-    :class:`ConnectionState`), ``state``, ``counts``, ``send()`` and ``close()``.
+    :class:`ConnectionState`), ``state``, ``counts`` (a new ``Counter`` at each read),
+    ``send()`` and ``close()``.
     """
     return WebSocketSource(
         url,

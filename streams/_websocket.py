@@ -24,6 +24,7 @@ from querysync.operators._decode import RejectHandler, decode_frame, report_reje
 
 from ._backoff import Backoff
 from ._state import ConnectionState, StateCell
+from ._watchdog import Watchdog
 
 __all__ = [
     "AUTH_CLOSE_CODES",
@@ -46,6 +47,8 @@ AUTH_CLOSE_CODES: frozenset[int] = frozenset({1008, 4001, 4003})
 """Final close codes that mean "your credentials were refused" (4001/4003 mirror HTTP 401/403)."""
 
 _PREVIEW = 256
+_BINARY = aiohttp.WSMsgType.BINARY
+_TEXT = aiohttp.WSMsgType.TEXT
 # Older aiohttp always decodes text frames and drops the connection on invalid UTF-8;
 # where it can hand us the bytes, one bad text frame is rejected and the rest go on.
 _DECODE_TEXT_KW: dict[str, Any] = (
@@ -92,10 +95,7 @@ class WebSocketSource(Observable[_Item]):
     subscription starts a fresh connection, whose first connect is again not a resync.
 
     Attributes:
-        counts: a ``Counter`` of what happened: ``attempts``, ``connections``,
-            ``reconnects``, ``resyncs``, ``drops``, ``silent``, ``frames``, ``bytes``,
-            ``text``, ``binary``, ``pings``, ``pongs``, ``messages``, ``rejected``,
-            ``oversize``, ``oversize_dropped``, ``subscriber_errors``, ``on_reject_errors``.
+        counts: a snapshot ``Counter`` of what happened (see :attr:`counts`).
         states: an Observable of :class:`ConnectionState`, current state first.
         state: the current :class:`ConnectionState`.
     """
@@ -161,9 +161,17 @@ class WebSocketSource(Observable[_Item]):
         self._on_reject = on_reject
         self._mode = mode
 
-        self.counts: Counter[str] = Counter()
-        self._state = StateCell(self.counts, ConnectionState.CLOSED)
+        # What happens on every frame is counted in plain ints (a Counter increment
+        # costs several times more); the rarer events go to the Counter.
+        self._counts: Counter[str] = Counter()
+        self._frames = 0
+        self._bytes = 0
+        self._text = 0
+        self._messages = 0
+        self._state = StateCell(self._counts, ConnectionState.CLOSED)
         self._observers: dict[int, abc.ObserverBase[_Item]] = {}
+        # The only subscriber, when there is exactly one: emitting needs no copy then.
+        self._single: abc.ObserverBase[_Item] | None = None
         self._next_token = 0
         self._run: _Run | None = None
         self._stopper: asyncio.Task[None] | None = None
@@ -176,6 +184,27 @@ class WebSocketSource(Observable[_Item]):
     def url(self) -> str:
         """The URL connected to, without its query (which may hold the token)."""
         return self._display_url
+
+    @property
+    def counts(self) -> Counter[str]:
+        """A new ``Counter`` of what happened so far; later events do not change it.
+
+        ``attempts``, ``connections``, ``reconnects``, ``resyncs``, ``drops``, ``silent``,
+        ``frames``, ``bytes``, ``text``, ``binary``, ``pings``, ``pongs``, ``messages``,
+        ``rejected``, ``oversize``, ``oversize_dropped``, ``subscriber_errors``,
+        ``on_reject_errors``; a name appears once its count is above zero.
+        """
+        counts = self._counts.copy()
+        for name, value in (
+            ("frames", self._frames),
+            ("bytes", self._bytes),
+            ("text", self._text),
+            ("binary", self._frames - self._text),
+            ("messages", self._messages),
+        ):
+            if value:
+                counts[name] = value
+        return counts
 
     @property
     def state(self) -> ConnectionState:
@@ -210,7 +239,12 @@ class WebSocketSource(Observable[_Item]):
         token = self._next_token
         self._next_token += 1
         self._observers[token] = observer
+        self._observers_changed()
         return Disposable(lambda: self._unsubscribe(token))
+
+    def _observers_changed(self) -> None:
+        observers = self._observers
+        self._single = next(iter(observers.values())) if len(observers) == 1 else None
 
     def _start(self) -> None:
         try:
@@ -225,7 +259,10 @@ class WebSocketSource(Observable[_Item]):
         self._run = run
 
     def _unsubscribe(self, token: int) -> None:
-        if self._observers.pop(token, None) is None or self._observers:
+        if self._observers.pop(token, None) is None:
+            return
+        self._observers_changed()
+        if self._observers:
             return
         run, self._run = self._run, None
         if run is not None and run.task is not None:
@@ -260,6 +297,7 @@ class WebSocketSource(Observable[_Item]):
             await asyncio.wait({self._stopper})
         observers = list(self._observers.values())
         self._observers.clear()
+        self._observers_changed()
         self._state.set(ConnectionState.CLOSED)
         for observer in observers:
             self._deliver_end(observer, None)
@@ -333,6 +371,7 @@ class WebSocketSource(Observable[_Item]):
             self._run = None
         observers = list(self._observers.values())
         self._observers.clear()
+        self._observers_changed()
         if outcome is None:
             log.info("WebSocket %s closed by the server", self._display_url)
             self._state.set(ConnectionState.CLOSED)
@@ -351,7 +390,7 @@ class WebSocketSource(Observable[_Item]):
             self._state.set(
                 ConnectionState.RECONNECTING if reconnect else ConnectionState.CONNECTING
             )
-            self.counts["attempts"] += 1
+            self._counts["attempts"] += 1
             try:
                 ws = await self._connect(session)
             except _Retry as exc:
@@ -361,12 +400,12 @@ class WebSocketSource(Observable[_Item]):
                 try:
                     if run.stopping:
                         return
-                    self.counts["connections"] += 1
+                    self._counts["connections"] += 1
                     self._state.set(ConnectionState.CONNECTED)
                     log.info("WebSocket %s connected", self._display_url)
                     if connected_before:
-                        self.counts["reconnects"] += 1
-                        self.counts["resyncs"] += 1
+                        self._counts["reconnects"] += 1
+                        self._counts["resyncs"] += 1
                         self._emit(Resync(reason=f"reconnected after {reason}", attempt=reconnect))
                     connected_before = True
                     ended = await self._receive(run, ws)
@@ -378,7 +417,7 @@ class WebSocketSource(Observable[_Item]):
                 if self._is_final(ended):
                     return
                 end = ended
-                self.counts["drops"] += 1
+                self._counts["drops"] += 1
             reason = end.reason
             if end.good:
                 reconnect = failed = 0
@@ -432,46 +471,73 @@ class WebSocketSource(Observable[_Item]):
             raise SourceError(f"cannot connect to {self._display_url}: {exc}") from exc
 
     async def _receive(self, run: _Run, ws: aiohttp.ClientWebSocketResponse) -> _End | None:
-        frames = 0
-        while not run.stopping:
-            try:
+        seen_before = self._activity()
+        task = asyncio.current_task()
+        assert task is not None  # _main runs as a task
+        cancelling = task.cancelling()
+        watchdog: Watchdog | None = None
+        if self._silence_timeout is not None:
+            # One timer for the connection, not one per receive(timeout=...): see Watchdog.
+            watchdog = Watchdog(task, self._silence_timeout, self._activity)
+        receive = ws.receive
+        on_frame = self._on_frame
+        try:
+            while not run.stopping:
                 # receive() must keep being awaited: aiohttp reads pongs only inside it.
-                msg = await ws.receive(timeout=self._silence_timeout)
-            except TimeoutError:
-                self.counts["silent"] += 1
-                return _End(f"{self._silence_timeout} s without a frame", good=frames > 0)
-            kind = msg.type
-            if kind is aiohttp.WSMsgType.BINARY or kind is aiohttp.WSMsgType.TEXT:
-                frames += 1
-                self._on_frame(msg.data, text=kind is aiohttp.WSMsgType.TEXT)
-            elif kind is aiohttp.WSMsgType.PING:
-                frames += 1
-                self.counts["pings"] += 1
-                try:
-                    await ws.pong(msg.data)
-                except (aiohttp.ClientError, OSError, RuntimeError):
-                    log.debug("pong to %s failed", self._display_url, exc_info=True)
-            elif kind is aiohttp.WSMsgType.PONG:
-                frames += 1
-                self.counts["pongs"] += 1
-            elif kind is aiohttp.WSMsgType.CLOSE:
-                code = int(msg.data)
-                detail = f": {msg.extra}" if msg.extra else ""
-                return _End(f"close code {code}{detail}", good=frames > 0, code=code)
-            elif kind is aiohttp.WSMsgType.ERROR:
-                error = msg.data
-                if getattr(error, "code", None) == aiohttp.WSCloseCode.MESSAGE_TOO_BIG:
-                    self.counts["oversize_dropped"] += 1
+                msg = await receive()
+                kind = msg.type
+                if kind is _BINARY:
+                    on_frame(msg.data, False)
+                elif kind is _TEXT:
+                    on_frame(msg.data, True)
+                elif kind is aiohttp.WSMsgType.PING:
+                    self._counts["pings"] += 1
+                    try:
+                        await ws.pong(msg.data)
+                    except (aiohttp.ClientError, OSError, RuntimeError):
+                        log.debug("pong to %s failed", self._display_url, exc_info=True)
+                elif kind is aiohttp.WSMsgType.PONG:
+                    self._counts["pongs"] += 1
+                elif kind is aiohttp.WSMsgType.CLOSE:
+                    code = int(msg.data)
+                    detail = f": {msg.extra}" if msg.extra else ""
                     return _End(
-                        f"a frame over the hard limit of {self._hard_max_msg_size} bytes",
-                        good=frames > 0,
+                        f"close code {code}{detail}",
+                        good=self._activity() > seen_before,
+                        code=code,
                     )
-                return _End(f"connection error: {error}", good=frames > 0)
-            else:  # CLOSING or CLOSED: the connection is gone, or we are closing it
-                if run.stopping:
-                    return None
-                return _End("connection lost", good=frames > 0)
-        return None
+                elif kind is aiohttp.WSMsgType.ERROR:
+                    error = msg.data
+                    good = self._activity() > seen_before
+                    if getattr(error, "code", None) == aiohttp.WSCloseCode.MESSAGE_TOO_BIG:
+                        self._counts["oversize_dropped"] += 1
+                        return _End(
+                            f"a frame over the hard limit of {self._hard_max_msg_size} bytes",
+                            good=good,
+                        )
+                    return _End(f"connection error: {error}", good=good)
+                else:  # CLOSING or CLOSED: the connection is gone, or we are closing it
+                    if run.stopping:
+                        return None
+                    return _End("connection lost", good=self._activity() > seen_before)
+            return None
+        except asyncio.CancelledError:
+            # The watchdog's cancellation is ours to absorb; any other one goes on (the
+            # same rule as asyncio.timeout's).
+            if watchdog is None or not watchdog.fired or task.uncancel() > cancelling:
+                raise
+            self._counts["silent"] += 1
+            return _End(
+                f"{self._silence_timeout} s without a frame",
+                good=self._activity() > seen_before,
+            )
+        finally:
+            if watchdog is not None:
+                watchdog.stop()
+
+    def _activity(self) -> int:
+        """Frames of any kind received so far, pings and pongs too: proof of a live connection."""
+        return self._frames + self._counts["pings"] + self._counts["pongs"]
 
     def _is_final(self, end: _End) -> bool:
         """True if the server closed normally; raises for the other final codes."""
@@ -487,15 +553,22 @@ class WebSocketSource(Observable[_Item]):
             f"{self._display_url} closed the connection with {end.reason}; not reconnecting"
         )
 
-    def _on_frame(self, data: Any, *, text: bool) -> None:
-        # A str comes only from an aiohttp too old to hand over the text frame's bytes.
-        size = len(data.encode("utf-8", "surrogatepass")) if isinstance(data, str) else len(data)
-        self.counts["frames"] += 1
-        self.counts["bytes"] += size
-        self.counts["text" if text else "binary"] += 1
-        kind = "text" if text else "binary"
+    def _on_frame(self, data: Any, text: bool) -> None:
+        self._frames += 1
+        if text:
+            self._text += 1
+            kind = "text"
+            # A str comes only from an aiohttp too old to hand over the text frame's bytes.
+            if isinstance(data, str):
+                size = len(data.encode("utf-8", "surrogatepass"))
+            else:
+                size = len(data)
+        else:
+            kind = "binary"
+            size = len(data)
+        self._bytes += size
         if size > self._max_msg_size:
-            self.counts["oversize"] += 1
+            self._counts["oversize"] += 1
             self._reject(
                 data, f"{kind} frame of {size} bytes exceeds max_msg_size {self._max_msg_size}"
             )
@@ -511,25 +584,38 @@ class WebSocketSource(Observable[_Item]):
         except ValueError as exc:
             self._reject(data, str(exc))
             return
-        self.counts["messages"] += 1
+        self._messages += 1
         self._emit(message)
 
     def _reject(self, frame: object, reason: str) -> None:
         report_rejection(
-            Rejected(_preview(frame), reason, "websocket"), self.counts, self._on_reject
+            Rejected(_preview(frame), reason, "websocket"), self._counts, self._on_reject
         )
 
     # -- delivery: a subscriber's exception stays with that subscriber -------------------
 
     def _emit(self, item: _Item) -> None:
-        for token, observer in list(self._observers.items()):
-            if token not in self._observers:
+        single = self._single
+        if single is not None:
+            try:
+                single.on_next(item)
+            except Exception:
+                self._subscriber_raised()
+            return
+        # A subscriber may subscribe or unsubscribe others while it is being called: a
+        # new one gets the next item, a removed one is not called again.
+        observers = self._observers
+        for token, observer in list(observers.items()):
+            if token not in observers:
                 continue
             try:
                 observer.on_next(item)
             except Exception:
-                self.counts["subscriber_errors"] += 1
-                log.exception("a subscriber of %s raised", self._display_url)
+                self._subscriber_raised()
+
+    def _subscriber_raised(self) -> None:
+        self._counts["subscriber_errors"] += 1
+        log.exception("a subscriber of %s raised", self._display_url)
 
     def _deliver_end(self, observer: abc.ObserverBase[_Item], error: Exception | None) -> None:
         try:
@@ -538,8 +624,7 @@ class WebSocketSource(Observable[_Item]):
             else:
                 observer.on_error(error)
         except Exception:
-            self.counts["subscriber_errors"] += 1
-            log.exception("a subscriber of %s raised", self._display_url)
+            self._subscriber_raised()
 
 
 def _check_positive(name: str, value: float) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import socket
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,7 +180,11 @@ async def test_binary_and_text_frames_are_both_decoded(servers: Serve) -> None:
     seen, _ = await watch(source)
     await seen.count(2)
     assert seen.items == [{"type": "a", "n": 1}, {"type": "b", "n": 2}]
-    assert (source.counts["binary"], source.counts["text"]) == (1, 1)
+    counts = source.counts
+    assert (counts["binary"], counts["text"]) == (1, 1)
+    assert (counts["frames"], counts["messages"]) == (2, 2)
+    sizes = len(packed({"type": "a", "n": 1})) + len(json.dumps({"type": "b", "n": 2}).encode())
+    assert counts["bytes"] == sizes
     await source.close()
 
 
@@ -649,6 +654,97 @@ async def test_a_raising_subscriber_does_not_stop_the_others(servers: Serve) -> 
     assert source.counts["subscriber_errors"] == 3
     assert source.state is ConnectionState.CONNECTED
     assert len(server.requests) == 1
+    await source.close()
+
+
+async def test_a_lone_raising_subscriber_keeps_the_connection(servers: Serve) -> None:
+    async def script(request: web.Request, n: int) -> web.StreamResponse:
+        ws = await server.accept(request)
+        for i in range(3):
+            await ws.send_bytes(packed({"type": "m", "i": i}))
+        return await server.hold(ws)
+
+    got: list[int] = []
+    arrived = asyncio.Event()
+
+    def flaky(value: Any) -> None:
+        got.append(value["i"])
+        if len(got) == 3:
+            arrived.set()
+        if value["i"] == 0:
+            raise RuntimeError("subscriber bug")
+
+    server = await servers(script)
+    source = websocket(server.url, backoff=FAST)
+    source.subscribe(flaky)
+    async with asyncio.timeout(5):
+        await arrived.wait()
+    assert got == [0, 1, 2]
+    assert source.counts["subscriber_errors"] == 1
+    assert source.state is ConnectionState.CONNECTED
+    assert len(server.requests) == 1
+    await source.close()
+
+
+async def test_subscribers_changed_during_emission(servers: Serve) -> None:
+    outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    async def script(request: web.Request, n: int) -> web.StreamResponse:
+        ws = await server.accept(request)
+
+        async def pump() -> None:
+            while True:
+                await ws.send_bytes(packed(await outbox.get()))
+
+        pumping = asyncio.create_task(pump())
+        try:
+            return await server.hold(ws)
+        finally:
+            pumping.cancel()
+
+    server = await servers(script)
+    source = websocket(server.url, backoff=FAST)
+    late = Collector()
+    subscriptions: dict[str, Any] = {}
+
+    def first(value: Any) -> None:
+        # On "a": drop the second subscriber before it is called, add a third one.
+        if value["type"] == "a":
+            subscriptions["second"].dispose()
+            subscriptions["late"] = source.subscribe(late.on_next)
+
+    subscriptions["first"] = source.subscribe(first)
+    second, subscriptions["second"] = await watch(source)
+    await outbox.put({"type": "a"})
+    await outbox.put({"type": "b"})
+    await late.count(1)
+    assert second.items == []  # removed by the first before its turn on "a"
+    assert late.items == [{"type": "b"}]  # came in during "a": gets what follows
+    subscriptions["first"].dispose()
+    await outbox.put({"type": "c"})  # one subscriber left
+    await late.count(2)
+    assert late.items == [{"type": "b"}, {"type": "c"}]
+    assert len(server.requests) == 1
+    await source.close()
+
+
+async def test_counts_is_a_snapshot(servers: Serve) -> None:
+    async def script(request: web.Request, n: int) -> web.StreamResponse:
+        ws = await server.accept(request)
+        await ws.send_bytes(packed({"type": "a"}))
+        await ws.send_bytes(packed({"type": "b"}))
+        return await server.hold(ws)
+
+    server = await servers(script)
+    source = websocket(server.url, backoff=FAST)
+    before = source.counts
+    seen, _ = await watch(source)
+    await seen.count(2)
+    after = source.counts
+    assert before == Counter()
+    assert (after["frames"], after["messages"], after["connections"]) == (2, 2, 1)
+    after["frames"] += 10  # the caller's copy; the source's own counts stay as they were
+    assert source.counts["frames"] == 2
     await source.close()
 
 
