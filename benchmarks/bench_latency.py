@@ -5,7 +5,8 @@ A server in another process sends MessagePack ``resource_change`` frames at a st
 throttle on its leading edge. The cache holds a fresh entry for every key the feed will
 touch. For each message: from the moment the source hands it over (frame received and
 decoded) to the commit of the transaction that wrote its detail entry (``("job", id)``
-and so on) as stale. Commits are observed with :class:`CommitClock`.
+and so on) as stale. Commits are observed with :class:`CommitClock`, the cache's
+``on_commit`` hook.
 
 The baseline is a hand-written loop that writes each message's newly stale keys to a
 ``diskcache.Cache`` itself, synchronously on the event loop, one transaction per
@@ -82,10 +83,11 @@ class _Received:
 async def _pipeline(url: str, count: int) -> tuple[list[float], float]:
     received = _Received()
     with tempfile.TemporaryDirectory(prefix="querysync-bench-") as directory:
-        cache = QueryCache(directory)
+        clock = CommitClock()
+        cache = QueryCache(directory, on_commit=clock)
         try:
             prefill_cache(cache, keys_of_resources(count))
-            clock = CommitClock(cache)
+            clock.start()
             await run_pipeline(url, cache, window=WINDOW, tap=received)
         finally:
             await cache.aclose()

@@ -9,7 +9,7 @@ import os
 import time
 import weakref
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import replace
 from typing import Any, Literal
@@ -86,12 +86,21 @@ class QueryCache:
     - ``batch_size``: at most this many rows per disk transaction, default 500.
     - ``timeout``: SQLite lock timeout, default 10.0. Another process holding the
       write lock longer makes a batch retry later; nothing is lost.
+    - ``on_commit``: default None. Called with the keys of each transaction once it has
+      committed (the rows written or deleted, in no set order; coalesced writes of one
+      key appear once); by the time :meth:`flush` or :meth:`wait_idle` returns, it has
+      been called for every write they waited for. It runs **on the writer thread**,
+      not on the event loop: keep it quick, touch no asyncio object except through
+      ``loop.call_soon_threadsafe``, and do not call the cache from it. An exception it
+      raises is logged and counted (``stats()["on_commit_errors"]``); the rows stay
+      written.
 
     Several processes may open one directory: each key is its own row, so their writes
     never overwrite each other's other keys. Each process sees the others' entries at
     its next open. The cache is not thread-safe: use it from one thread (the event
     loop's, when fetching). Fetches run on the asyncio loop the cache is first used
-    from; disk writes run on one background thread, never on the loop.
+    from; disk writes run on one background thread, never on the loop (and a second
+    thread copies SQLite's write-ahead log into the database file after writes).
     """
 
     def __init__(
@@ -107,6 +116,7 @@ class QueryCache:
         batch_size: int = 500,
         timeout: float = 10.0,
         recover: bool = False,
+        on_commit: Callable[[Sequence[QueryKey]], None] | None = None,
     ) -> None:
         self._directory = os.fspath(directory)
         # Every argument is checked before anything is opened, so a bad one leaves no
@@ -123,7 +133,9 @@ class QueryCache:
             trie = KeyTrie()
             for key in loaded.records:
                 trie.add(key)
-        self._store = EntryStore(loaded.cache, buster=buster, batch_size=batch_size)
+        self._store = EntryStore(
+            loaded.cache, buster=buster, batch_size=batch_size, on_commit=on_commit
+        )
         # The store's thread must stop (after writing what is queued) even if the cache
         # is never closed; the finalizer holds the store, never the cache.
         self._finalizer = weakref.finalize(self, self._store.close)
@@ -275,8 +287,10 @@ class QueryCache:
                 self._invalidate(k, False, refetch, update, frozenset())
             return
         keep = self._proven_fresh(specific, update)
+        changed: list[tuple[QueryKey, Record]] = []
         for k in general + specific:
-            self._invalidate(k, False, refetch, update, keep)
+            self._invalidate(k, False, refetch, update, keep, changed)
+        self._queue_stale(changed)
         if fetch_missing:
             for k in specific:
                 if k not in self._records:
@@ -374,8 +388,9 @@ class QueryCache:
 
         One count per :data:`CacheEventKind`, plus: ``entries``, ``stale``, ``active``
         (watched keys), ``in_flight`` (fetches running or waiting to retry),
-        ``queued_writes``, ``written`` (rows), ``write_errors`` (failed transactions,
-        retried), ``lost_writes`` (given up at close), ``corrupt_rows`` and
+        ``queued_writes``, ``written`` (rows), ``transactions`` (committed write
+        transactions), ``write_errors`` (failed transactions, retried), ``lost_writes``
+        (given up at close), ``on_commit_errors``, ``corrupt_rows`` and
         ``unsafe_rows`` (skipped at open), ``discarded_at_open`` (buster/max_age),
         ``subscriber_errors`` and ``apply_errors``.
         """
@@ -388,8 +403,10 @@ class QueryCache:
             in_flight=len(self._scheduler),
             queued_writes=self._store.queued,
             written=store["written"],
+            transactions=store["transactions"],
             write_errors=store["write_errors"],
             lost_writes=store["lost_writes"],
+            on_commit_errors=store["on_commit_errors"],
             corrupt_rows=self._counts["corrupt_rows"],
             unsafe_rows=self._counts["unsafe_rows"],
             discarded_at_open=self._counts["discarded_at_open"],
@@ -506,23 +523,40 @@ class QueryCache:
         refetch: str,
         update: ResourceChangeUpdate | None,
         kept: AbstractSet[QueryKey],
+        changed: list[tuple[QueryKey, Record]] | None = None,
     ) -> int:
+        """Mark the matches stale, publish, refetch; how many matched (kept ones aside).
+
+        The newly stale records are queued for the disk at the end, or appended to
+        ``changed`` for the caller to queue (one write-queue hand-off per pipeline item).
+        """
         matched = self._trie.matching(prefix, exact=exact)
-        changed: list[tuple[QueryKey, Record]] = []
+        mine: list[tuple[QueryKey, Record]] = [] if changed is None else changed
+        first = len(mine)
+        skipped = 0
         for key in matched:
             if key in kept:
+                skipped += 1
                 continue
             record = self._records[key]
             if not record.entry.stale:
                 new = record.with_stale()
                 self._records[key] = new
-                changed.append((key, new))
+                mine.append((key, new))
             self._publish("invalidated", key, update=update)
-        self._stale += len(changed)
-        if changed:
-            self._store.put_many(changed)
+        self._stale += len(mine) - first
+        if changed is None:
+            self._queue_stale(mine)
         self._refetch(prefix, exact, refetch, matched, kept)
-        return len(matched) - sum(1 for key in matched if key in kept)
+        return len(matched) - skipped
+
+    def _queue_stale(self, changed: list[tuple[QueryKey, Record]]) -> None:
+        # A subscriber of an "invalidated" event may have set or removed the key since;
+        # its own write is queued already and must not be overwritten by the stale one.
+        records = self._records
+        current = [(key, new) for key, new in changed if records.get(key) is new]
+        if current:
+            self._store.put_many(current)
 
     def _refetch(
         self,

@@ -17,7 +17,6 @@ import sqlite3
 import stat
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,36 +70,6 @@ class JsonDisk(diskcache.Disk):  # type: ignore[misc]
     kept in the row (``MODE_RAW``) or, from 32 KiB, in a file (``MODE_BINARY``);
     :meth:`fetch` returns the JSON text, for :func:`decode_record` to parse and check.
     """
-
-    def __init__(self, directory: str, *args: Any, **kwargs: Any) -> None:
-        super().__init__(directory, *args, **kwargs)
-        self._deferred: list[str] | None = None
-
-    @contextmanager
-    def removals_after(self) -> Iterator[None]:
-        """Hold back value-file removals inside the block; carry them out if it succeeds.
-
-        diskcache removes the file of a replaced or deleted value as soon as the row is
-        changed, even inside an outer ``transact()`` that has not committed yet. A crash
-        (or a rollback) before the commit would then leave the old, committed row naming
-        a file that is gone: an entry that was written whole, lost. Wrapped around the
-        transaction, this removes the files only after the commit; a crash in between
-        leaves orphan files behind, never a row without its file.
-        """
-        deferred: list[str] = []
-        self._deferred = deferred
-        try:
-            yield
-        finally:
-            self._deferred = None
-        for file_path in deferred:
-            super().remove(file_path)
-
-    def remove(self, file_path: str) -> None:
-        if self._deferred is not None:
-            self._deferred.append(file_path)
-            return
-        super().remove(file_path)
 
     def put(self, key: Any) -> tuple[str, bool]:
         if isinstance(key, tuple):

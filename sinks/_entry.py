@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from json.encoder import encode_basestring_ascii
+from typing import Any, cast
 
 from querysync._exceptions import CacheCorruptError
 from querysync._keys import QueryKey
@@ -25,6 +26,10 @@ __all__ = [
 ]
 
 _SCALARS = (str, int, float, bool)
+_KEY_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+# What json.dumps writes for a string (ensure_ascii). Typed as taking any object: it
+# raises TypeError for anything but a string, which encode_key relies on.
+_escape = cast(Callable[[object], str], encode_basestring_ascii)
 _DECODER = json.JSONDecoder()
 _DATA_MEMBER = ',"data":'
 
@@ -80,6 +85,12 @@ def as_query_key(key: Iterable[Any], *, allow_empty: bool = False) -> QueryKey:
     A bare string means a one-element key, as in :class:`querysync.KeyRegistry`:
     ``tuple("workflows")`` would silently split it into letters.
     """
+    if type(key) is tuple and key:
+        for part in key:
+            if type(part) is not str:
+                break
+        else:
+            return key  # the usual key, checked in a third of the time of the loop below
     if isinstance(key, str):
         return (key,)
     if isinstance(key, bytes | bytearray):
@@ -98,8 +109,17 @@ def as_query_key(key: Iterable[Any], *, allow_empty: bool = False) -> QueryKey:
 
 
 def encode_key(key: QueryKey) -> str:
-    """The key as JSON array text: the form stored in the SQLite ``key`` column."""
-    return json.dumps(list(key), separators=(",", ":"), allow_nan=False)
+    """The key as JSON array text: the form stored in the SQLite ``key`` column.
+
+    The text is what ``json.dumps(list(key), separators=(",", ":"))`` writes, to the
+    byte: a row is found again by this text, so it must never change. Keys of strings
+    (nearly all of them) take a shortcut about five times faster than ``json.dumps``;
+    the cache's writer encodes one key per row.
+    """
+    try:
+        return f"[{','.join([_escape(part) for part in key])}]"
+    except TypeError:  # a number, a boolean or null among the elements
+        return _KEY_ENCODER.encode(list(key))
 
 
 def decode_key(text: str) -> QueryKey:
@@ -132,13 +152,22 @@ def etag_of(data: Any, etag: str | None) -> str | None:
 def encode_record(record: Record) -> bytes:
     """The JSON document stored as a row's value: ``{etag, stale, updated_at, error, data}``."""
     e = record.entry
-    # The data is spliced in as already-encoded text: re-writing a stale flag must not
+    # Written by hand rather than with json.dumps (four times slower, once per row on
+    # the writer thread), with json's own string escaping and number formatting. The
+    # data is spliced in as already-encoded text: re-writing a stale flag must not
     # re-serialise a large document.
-    head = json.dumps(
-        {"etag": e.etag, "stale": e.stale, "updated_at": e.updated_at, "error": e.error},
-        separators=(",", ":"),
-    )
-    return f'{head[:-1]},"data":{record.json()}}}'.encode()
+    etag = "null" if e.etag is None else _escape(e.etag)
+    error = "null" if e.error is None else _escape(e.error)
+    updated = e.updated_at
+    if type(updated) is float and updated - updated == 0.0:  # finite: json writes repr()
+        at = repr(updated)
+    else:
+        at = json.dumps(updated)
+    stale = "true" if e.stale else "false"
+    return (
+        f'{{"etag":{etag},"stale":{stale},"updated_at":{at},"error":{error},'
+        f'"data":{record.json()}}}'
+    ).encode()
 
 
 def decode_record(key: QueryKey, text: str) -> Record:
