@@ -255,9 +255,12 @@ class WalCheckpointer:
         try:
             while True:
                 self._wanted.wait()
+                # Cleared before the delay, never after: clearing after it could swallow
+                # the wake-up that close() sent meanwhile and leave this thread (and the
+                # close() joining it) waiting for ever.
+                self._wanted.clear()
                 if self._closing.wait(CHECKPOINT_DELAY):
                     return
-                self._wanted.clear()
                 try:
                     if con is None:
                         con = sqlite3.connect(self._path, timeout=self._timeout)
