@@ -272,7 +272,9 @@ async def sync(
     owns_cache = not isinstance(cache, QueryCache)
     # The cache first: opening it is what fails on a bad directory, and a session made
     # before it would be left open.
-    qc = QueryCache(cache) if not isinstance(cache, QueryCache) else cache
+    # Opening reads every entry (about 1 s per 100,000): off the loop, so that a process
+    # that also serves other connections keeps answering meanwhile.
+    qc = cache if isinstance(cache, QueryCache) else await asyncio.to_thread(QueryCache, cache)
     owns_session = session is None
     http = session
     try:
