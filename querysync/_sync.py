@@ -310,7 +310,7 @@ async def sync(
         running._start()
     except BaseException:
         if owns_cache:
-            qc.close()
+            await qc.aclose()
         if owns_session and http is not None:
             await http.close()
         raise
