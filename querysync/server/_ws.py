@@ -16,6 +16,8 @@ from typing import Any, Literal
 import msgpack
 from aiohttp import WSMessage, WSMsgType, web
 
+from querysync.operators._decode import decode_frame
+
 from ._auth import ws_auth_failure
 
 __all__ = ["Connection", "Hub", "RawFrame", "WsEndpoint"]
@@ -258,15 +260,6 @@ def _system_stats() -> dict[str, Any]:
     }
 
 
-def _decode(msg: Any) -> tuple[Any, str | None]:
-    try:
-        if msg.type is WSMsgType.TEXT:
-            return json.loads(msg.data), None
-        return msgpack.unpackb(msg.data, raw=False), None
-    except Exception as exc:  # json, msgpack and codec errors share no base class
-        return None, f"undecodable frame: {exc}"
-
-
 def _invalid(detail: str) -> dict[str, Any]:
     return {"error": "invalid_message", "detail": detail}
 
@@ -346,13 +339,11 @@ class WsEndpoint:
         return ws
 
     def _respond(self, conn: Connection, msg: Any) -> dict[str, Any] | None:
-        frame, error = _decode(msg)
-        if error is not None:
+        try:
+            frame = decode_frame(msg.data)
+        except ValueError as exc:
             self._counts["invalid_messages"] += 1
-            return _invalid(error)
-        if not isinstance(frame, dict):
-            self._counts["invalid_messages"] += 1
-            return _invalid(f"a message must be an object, got {type(frame).__name__}")
+            return _invalid(str(exc))
         if frame.get("type") == "ping":
             return {"type": "pong", "ts": time.time()}
         command = frame.get("command")
