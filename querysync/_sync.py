@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from .sinks import QueryCache
     from .streams import ConnectionState, WebSocketSource
 
-__all__ = ["Sync", "sync"]
+__all__ = ["Sync", "mirrored_keys", "sync"]
 
 log = logging.getLogger("querysync.sync")
 
@@ -37,6 +37,17 @@ _LISTED: dict[QueryKey, tuple[str, str]] = {
     ("workspaces",): ("workspaces", "workspace"),
     ("secrets",): ("secrets", "secret"),
 }
+
+
+def mirrored_keys(
+    registry: KeyRegistry, resource_type: str, resource_id: str
+) -> tuple[QueryKey, ...]:
+    """The keys of one resource that mirror mode holds: its specific keys a REST endpoint serves."""
+    update = ResourceChangeUpdate(
+        event="updated", resource_type=resource_type, resource=Resource(id=resource_id)
+    )
+    _, specific = registry.split(update)
+    return tuple(k for k in specific if endpoint_for(k) is not None)
 
 
 class Sync:
@@ -144,12 +155,8 @@ class Sync:
                     continue
                 if resource_type == "thread":
                     threads.append(rid)
-                update = ResourceChangeUpdate(
-                    event="updated", resource_type=resource_type, resource=Resource(id=rid)
-                )
-                _, specific = self._registry.split(update)
-                for key in specific:
-                    if endpoint_for(key) is not None and key not in self.cache:
+                for key in mirrored_keys(self._registry, resource_type, rid):
+                    if key not in self.cache:
                         self.cache.prefetch(key)
         return threads
 

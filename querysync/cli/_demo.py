@@ -16,10 +16,9 @@ from rich.table import Table
 
 from querysync._audit import Agreement, audit
 from querysync._keys import KeyRegistry, QueryKey, nodetool_registry
-from querysync._nodetool import LIST_KEYS, endpoint_for
-from querysync._sync import Sync, sync
+from querysync._nodetool import LIST_KEYS
+from querysync._sync import Sync, mirrored_keys, sync
 from querysync.server import NodeToolServer, Workload, WorkloadReport
-from querysync.testing import change
 
 from ._signals import stop_on_signals
 from ._view import counters_table
@@ -35,8 +34,7 @@ def expected_keys(
     yield from LIST_KEYS
     for resource_type, resources in snapshot.items():
         for resource_id in resources:
-            _, specific = reg.split(change("updated", resource_type, resource_id))
-            yield from (k for k in specific if endpoint_for(k) is not None)
+            yield from mirrored_keys(reg, resource_type, resource_id)
 
 
 def _summary(
