@@ -57,7 +57,7 @@ _ATTEMPTS_WHEN_CLOSING = 3
 class EntryStore:
     """Queues entry writes and applies them on a background thread.
 
-    ``put``/``delete``/``queued`` may be called from any thread; the writes happen in
+    ``put``/``delete_many``/``queued`` may be called from any thread; the writes happen in
     the order the batches are drained, and for one key the last queued operation wins.
     A transaction that fails (lock timeout, full disk) is retried with backoff; on
     close, after three failed attempts the remaining operations are logged as lost.
@@ -96,11 +96,7 @@ class EntryStore:
     def put(self, key: QueryKey, record: Record) -> None:
         """Queue writing ``record`` as the row of ``key``."""
         record.json()  # encoded here, on the caller's thread, so the writer never reads data
-        self._queue(key, record)
-
-    def delete(self, key: QueryKey) -> None:
-        """Queue removing the row of ``key``."""
-        self._queue(key, DELETE)
+        self._queue_many([(key, record)])
 
     def put_many(self, items: Iterable[tuple[QueryKey, Record]]) -> None:
         """Queue writing several records under one lock (an invalidation burst)."""
@@ -113,9 +109,6 @@ class EntryStore:
     def delete_many(self, keys: Iterable[QueryKey]) -> None:
         """Queue removing the rows of several keys."""
         self._queue_many([(key, DELETE) for key in keys])
-
-    def _queue(self, key: QueryKey, op: Op) -> None:
-        self._queue_many([(key, op)])
 
     def _queue_many(self, ops: list[tuple[QueryKey, Op]]) -> None:
         with self._cond:
