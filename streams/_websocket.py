@@ -67,7 +67,6 @@ class _End:
     """How one connection ended, when it was not on our request."""
 
     reason: str
-    good: bool
     code: int | None = None
 
 
@@ -391,10 +390,11 @@ class WebSocketSource(Observable[_Item]):
                 ConnectionState.RECONNECTING if reconnect else ConnectionState.CONNECTING
             )
             self._counts["attempts"] += 1
+            seen_before = self._activity()
             try:
                 ws = await self._connect(session)
             except _Retry as exc:
-                end = _End(str(exc), good=False)
+                end = _End(str(exc))
             else:
                 run.ws = ws
                 try:
@@ -419,7 +419,8 @@ class WebSocketSource(Observable[_Item]):
                 end = ended
                 self._counts["drops"] += 1
             reason = end.reason
-            if end.good:
+            # A good connection delivered at least one frame; only _receive counts them.
+            if self._activity() > seen_before:
                 reconnect = failed = 0
             else:
                 failed += 1
@@ -471,7 +472,6 @@ class WebSocketSource(Observable[_Item]):
             raise SourceError(f"cannot connect to {self._display_url}: {exc}") from exc
 
     async def _receive(self, run: _Run, ws: aiohttp.ClientWebSocketResponse) -> _End | None:
-        seen_before = self._activity()
         task = asyncio.current_task()
         assert task is not None  # _main runs as a task
         cancelling = task.cancelling()
@@ -501,25 +501,19 @@ class WebSocketSource(Observable[_Item]):
                 elif kind is aiohttp.WSMsgType.CLOSE:
                     code = int(msg.data)
                     detail = f": {msg.extra}" if msg.extra else ""
-                    return _End(
-                        f"close code {code}{detail}",
-                        good=self._activity() > seen_before,
-                        code=code,
-                    )
+                    return _End(f"close code {code}{detail}", code=code)
                 elif kind is aiohttp.WSMsgType.ERROR:
                     error = msg.data
-                    good = self._activity() > seen_before
                     if getattr(error, "code", None) == aiohttp.WSCloseCode.MESSAGE_TOO_BIG:
                         self._counts["oversize_dropped"] += 1
                         return _End(
-                            f"a frame over the hard limit of {self._hard_max_msg_size} bytes",
-                            good=good,
+                            f"a frame over the hard limit of {self._hard_max_msg_size} bytes"
                         )
-                    return _End(f"connection error: {error}", good=good)
+                    return _End(f"connection error: {error}")
                 else:  # CLOSING or CLOSED: the connection is gone, or we are closing it
                     if run.stopping:
                         return None
-                    return _End("connection lost", good=self._activity() > seen_before)
+                    return _End("connection lost")
             return None
         except asyncio.CancelledError:
             # The watchdog's cancellation is ours to absorb; any other one goes on (the
@@ -527,10 +521,7 @@ class WebSocketSource(Observable[_Item]):
             if watchdog is None or not watchdog.fired or task.uncancel() > cancelling:
                 raise
             self._counts["silent"] += 1
-            return _End(
-                f"{self._silence_timeout} s without a frame",
-                good=self._activity() > seen_before,
-            )
+            return _End(f"{self._silence_timeout} s without a frame")
         finally:
             if watchdog is not None:
                 watchdog.stop()
