@@ -11,7 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,20 +19,18 @@ from typing import Any
 import aiohttp
 import msgpack
 import pytest
+from _support import mirrored_keys, until
 
 from querysync import (
     LIST_KEYS,
     NodeToolApi,
     QueryKey,
     audit,
-    endpoint_for,
-    nodetool_registry,
     sync,
 )
 from querysync.cli import main
 from querysync.server import NodeToolServer, Workload
 from querysync.sinks import CacheEntry, QueryCache
-from querysync.testing import change
 
 QUERYSYNC = Path(sys.executable).with_name("querysync")
 # Wide enough that rich never wraps a key or an etag; unclosed resources show on stderr.
@@ -90,13 +88,6 @@ def assert_clean(stderr: str) -> None:
         assert sign not in stderr, stderr
 
 
-async def until(predicate: Callable[[], bool], seconds: float = START) -> None:
-    async with asyncio.timeout(seconds):
-        # Conditions on another process or on server counters: no event to await.
-        while not predicate():  # noqa: ASYNC110
-            await asyncio.sleep(0.02)
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -104,26 +95,10 @@ def free_port() -> int:
         return port
 
 
-def mirrored_keys(snapshot: dict[str, dict[str, Any]]) -> list[QueryKey]:
-    registry = nodetool_registry()
-    keys: list[QueryKey] = list(LIST_KEYS)
-    for resource_type, resources in snapshot.items():
-        for resource_id in resources:
-            _, specific = registry.split(change("updated", resource_type, resource_id))
-            keys.extend(k for k in specific if endpoint_for(k) is not None)
-    return keys
-
-
 def read_disk(directory: Path) -> dict[QueryKey, CacheEntry]:
     """What a fresh open of ``directory`` finds (blocking: run it in a thread)."""
     with QueryCache(directory) as cache:
         return {key: entry for key in cache if (entry := cache.get(key)) is not None}
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 # -- demo ------------------------------------------------------------------------------
@@ -152,24 +127,24 @@ def test_demo_agrees_and_exits_0() -> None:
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 async def test_serve_answers_and_stops_cleanly_on(
-    sig: signal.Signals, http: aiohttp.ClientSession
+    sig: signal.Signals, session: aiohttp.ClientSession
 ) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     async with command("serve", "--port", str(port)) as cmd:
         assert base in await cmd.line()
-        async with http.get(f"{base}/api/workflows/") as response:
+        async with session.get(f"{base}/api/workflows/") as response:
             assert response.status == 200
             assert await response.json() == {"next": None, "workflows": []}
-        async with http.ws_connect(f"ws://127.0.0.1:{port}/ws") as ws:
-            async with http.post(f"{base}/api/workflows/", json=WORKFLOW) as response:
+        async with session.ws_connect(f"ws://127.0.0.1:{port}/ws") as ws:
+            async with session.post(f"{base}/api/workflows/", json=WORKFLOW) as response:
                 assert response.status == 200
                 created = await response.json()
             async with asyncio.timeout(5):
                 frames = [msgpack.unpackb(await ws.receive_bytes()) for _ in range(2)]
             assert [f["event"] for f in frames] == ["updated", "created"]
             assert {f["resource"]["id"] for f in frames} == {created["id"]}
-            async with http.get(f"{base}/api/workflows/{created['id']}") as response:
+            async with session.get(f"{base}/api/workflows/{created['id']}") as response:
                 assert await response.json() == created
 
             # Read while it stops, so that the close handshake is answered at once.
@@ -182,7 +157,7 @@ async def test_serve_answers_and_stops_cleanly_on(
     assert closing.data == 1001
     assert_clean(stderr)
     with pytest.raises(aiohttp.ClientConnectionError):
-        async with http.get(f"{base}/api/workflows/"):
+        async with session.get(f"{base}/api/workflows/"):
             pass
 
 
@@ -191,7 +166,7 @@ async def test_serve_answers_and_stops_cleanly_on(
 
 async def test_sync_mirrors_to_disk_stops_on_sigterm_and_inspect_lists_it(
     tmp_path: Path,
-    http: aiohttp.ClientSession,
+    session: aiohttp.ClientSession,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -202,14 +177,14 @@ async def test_sync_mirrors_to_disk_stops_on_sigterm_and_inspect_lists_it(
         async with command("sync", *args, "--no-live", "--window", "0.05") as cmd:
             async with asyncio.timeout(START):
                 await server.wait_for_connections(1)
-            async with http.post(f"{api}/api/workflows/", json=WORKFLOW) as response:
+            async with session.post(f"{api}/api/workflows/", json=WORKFLOW) as response:
                 kept = await response.json()
-            async with http.post(f"{api}/api/workflows/", json=WORKFLOW) as response:
+            async with session.post(f"{api}/api/workflows/", json=WORKFLOW) as response:
                 gone = await response.json()
             renamed = {**WORKFLOW, "name": "renamed"}
-            async with http.put(f"{api}/api/workflows/{kept['id']}", json=renamed) as response:
+            async with session.put(f"{api}/api/workflows/{kept['id']}", json=renamed) as response:
                 kept = await response.json()
-            async with http.delete(f"{api}/api/workflows/{gone['id']}") as response:
+            async with session.delete(f"{api}/api/workflows/{gone['id']}") as response:
                 assert response.status == 200
 
             on_disk: dict[QueryKey, CacheEntry] = {}
@@ -236,7 +211,7 @@ async def test_sync_mirrors_to_disk_stops_on_sigterm_and_inspect_lists_it(
         # What the stopped command left on disk agrees with the server.
         with QueryCache(directory) as cache:
             agreement = await audit(
-                cache, NodeToolApi(api, http), expect=mirrored_keys(server.snapshot())
+                cache, NodeToolApi(api, session), expect=mirrored_keys(server.snapshot())
             )
         assert agreement.ok, agreement.disagreements
 
@@ -275,7 +250,7 @@ async def test_sync_stopped_mid_workload_leaves_a_cache_the_next_sync_completes(
                 await server.wait_for_connections(1)
             writing = asyncio.ensure_future(workload.run(seconds=5, rate=300, kind="mixed"))
             try:
-                await until(lambda: server.counts["resource_changes"] >= 150)
+                await until(lambda: server.counts["resource_changes"] >= 150, START)
                 # Fetches are in flight and writes queued when the signal comes.
                 status, _, stderr = await cmd.stop(signal.SIGTERM)
             finally:
@@ -328,7 +303,7 @@ async def test_tail_prints_json_lines_and_stops_on_sigint(everything: bool) -> N
             # Stats go out before the change, on the same connection, so they would be
             # printed before it if tail let them through.
             sent = server.counts["frames_sent"]
-            await until(lambda: server.counts["frames_sent"] >= sent + 3)
+            await until(lambda: server.counts["frames_sent"] >= sent + 3, START)
             created = server.create("workflow", WORKFLOW)
             lines: list[dict[str, Any]] = []
             while sum(1 for m in lines if m.get("type") == "resource_change") < 2:

@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 import msgpack
 import pytest
+from _support import mirrored_keys, until
 
 from querysync import (
     LIST_KEYS,
@@ -22,14 +23,11 @@ from querysync import (
     Rejected,
     Sync,
     audit,
-    endpoint_for,
-    nodetool_registry,
     sync,
 )
 from querysync.server import NodeToolServer, ResourceStore, Workload
 from querysync.sinks import CacheEvent, QueryCache
 from querysync.streams import Backoff
-from querysync.testing import change
 
 WINDOW = 0.05
 # Reconnections in milliseconds rather than the reference client's seconds.
@@ -38,28 +36,9 @@ Start = Callable[..., Awaitable[Sync]]
 WORKFLOW: dict[str, Any] = {"name": "w", "access": "private", "graph": {"nodes": [], "edges": []}}
 
 
-async def until(predicate: Callable[[], bool], seconds: float = 10.0) -> None:
-    """Return as soon as ``predicate()`` holds; TimeoutError after ``seconds``."""
-    async with asyncio.timeout(seconds):
-        # The conditions span the source, the cache and the server: no one event to await.
-        while not predicate():  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
-
-
 async def settle(running: Sync, seconds: float = 20.0) -> None:
     async with asyncio.timeout(seconds):
         await running.settle()
-
-
-def mirrored_keys(snapshot: dict[str, dict[str, Any]]) -> list[QueryKey]:
-    """What mirror mode promises: every list, and the fetchable keys of each live resource."""
-    registry = nodetool_registry()
-    keys: list[QueryKey] = list(LIST_KEYS)
-    for resource_type, resources in snapshot.items():
-        for resource_id in resources:
-            _, specific = registry.split(change("updated", resource_type, resource_id))
-            keys.extend(k for k in specific if endpoint_for(k) is not None)
-    return keys
 
 
 def describe(agreement: Agreement) -> str:
@@ -68,18 +47,6 @@ def describe(agreement: Agreement) -> str:
 
 def ids_in(body: Any, member: str) -> set[str]:
     return {item["id"] for item in body[member]}
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[NodeToolServer]:
-    async with NodeToolServer(ping_interval=None, stats_interval=None) as s:
-        yield s
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 @pytest.fixture
@@ -115,22 +82,24 @@ async def start(server: NodeToolServer, cache: QueryCache) -> AsyncIterator[Star
         await running.stop()
 
 
-async def post(http: aiohttp.ClientSession, server: NodeToolServer, fields: dict[str, Any]) -> Any:
-    async with http.post(f"{server.api_url}/api/workflows/", json=fields) as response:
+async def post(
+    session: aiohttp.ClientSession, server: NodeToolServer, fields: dict[str, Any]
+) -> Any:
+    async with session.post(f"{server.api_url}/api/workflows/", json=fields) as response:
         assert response.status == 200, await response.text()
         return await response.json()
 
 
 async def put(
-    http: aiohttp.ClientSession, server: NodeToolServer, wid: str, fields: dict[str, Any]
+    session: aiohttp.ClientSession, server: NodeToolServer, wid: str, fields: dict[str, Any]
 ) -> Any:
-    async with http.put(f"{server.api_url}/api/workflows/{wid}", json=fields) as response:
+    async with session.put(f"{server.api_url}/api/workflows/{wid}", json=fields) as response:
         assert response.status == 200, await response.text()
         return await response.json()
 
 
-async def get(http: aiohttp.ClientSession, url: str) -> tuple[int, Any]:
-    async with http.get(url) as response:
+async def get(session: aiohttp.ClientSession, url: str) -> tuple[int, Any]:
+    async with session.get(url) as response:
         return response.status, await response.json()
 
 
@@ -145,12 +114,12 @@ def record_events(cache: QueryCache) -> list[CacheEvent]:
 
 async def test_a_rest_write_reaches_the_detail_and_the_list_key(
     server: NodeToolServer,
-    http: aiohttp.ClientSession,
+    session: aiohttp.ClientSession,
     cache: QueryCache,
     start: Start,
 ) -> None:
     running = await start()
-    created = await post(http, server, {**WORKFLOW, "name": "first"})
+    created = await post(session, server, {**WORKFLOW, "name": "first"})
     wid = created["id"]
 
     def detail_has_it() -> bool:
@@ -160,7 +129,7 @@ async def test_a_rest_write_reaches_the_detail_and_the_list_key(
     await until(detail_has_it)
     await settle(running)
 
-    status, truth = await get(http, f"{server.api_url}/api/workflows/{wid}")
+    status, truth = await get(session, f"{server.api_url}/api/workflows/{wid}")
     assert status == 200
     entry = cache.get(("workflow", wid))
     assert entry is not None
@@ -178,19 +147,19 @@ async def test_a_rest_write_reaches_the_detail_and_the_list_key(
 @pytest.mark.parametrize("paced", [False, True], ids=["back-to-back", "settled-between"])
 async def test_create_update_delete_leaves_no_entry(
     server: NodeToolServer,
-    http: aiohttp.ClientSession,
+    session: aiohttp.ClientSession,
     cache: QueryCache,
     start: Start,
     paced: bool,
 ) -> None:
     running = await start()
-    keeper = await post(http, server, {**WORKFLOW, "name": "keeper"})
-    created = await post(http, server, {**WORKFLOW, "name": "doomed"})
+    keeper = await post(session, server, {**WORKFLOW, "name": "keeper"})
+    created = await post(session, server, {**WORKFLOW, "name": "doomed"})
     wid = created["id"]
     if paced:
         await until(lambda: cache.get(("workflow", wid)) is not None)
         await settle(running)
-    updated = await put(http, server, wid, {**WORKFLOW, "name": "renamed"})
+    updated = await put(session, server, wid, {**WORKFLOW, "name": "renamed"})
     assert updated["etag"] != created["etag"]
     if paced:
         await until(
@@ -200,7 +169,7 @@ async def test_create_update_delete_leaves_no_entry(
         entry = cache.get(("workflow", wid))
         assert entry is not None
         assert entry.data["name"] == "renamed"
-    async with http.delete(f"{server.api_url}/api/workflows/{wid}") as response:
+    async with session.delete(f"{server.api_url}/api/workflows/{wid}") as response:
         assert response.status == 200
     await until(lambda: running.counts()["resource_changes"] >= 6)
     await settle(running)
@@ -293,7 +262,7 @@ async def test_a_wrong_token_ends_with_an_authentication_error_after_one_attempt
 
 async def test_a_frame_over_the_size_limit_is_rejected_and_the_stream_goes_on(
     server: NodeToolServer,
-    http: aiohttp.ClientSession,
+    session: aiohttp.ClientSession,
     cache: QueryCache,
     start: Start,
 ) -> None:
@@ -312,7 +281,7 @@ async def test_a_frame_over_the_size_limit_is_rejected_and_the_stream_goes_on(
     )
     assert server.broadcast_raw(huge) == 1
     await until(lambda: running.source.counts["oversize"] == 1)
-    created = await post(http, server, {**WORKFLOW, "name": "after"})
+    created = await post(session, server, {**WORKFLOW, "name": "after"})
     await until(lambda: cache.get(("workflow", created["id"])) is not None)
     await settle(running)
 
@@ -330,7 +299,7 @@ async def test_a_frame_over_the_size_limit_is_rejected_and_the_stream_goes_on(
 
 async def test_a_frame_over_the_memory_guard_costs_the_connection_which_is_resynced(
     server: NodeToolServer,
-    http: aiohttp.ClientSession,
+    session: aiohttp.ClientSession,
     cache: QueryCache,
     start: Start,
 ) -> None:
@@ -339,7 +308,7 @@ async def test_a_frame_over_the_memory_guard_costs_the_connection_which_is_resyn
     running = await start(source_options={"max_msg_size": 4096})
     assert server.broadcast_raw(b"\x00" * (17 * 1024 * 1024)) == 1
     await until(lambda: running.source.counts["resyncs"] == 1)
-    created = await post(http, server, {**WORKFLOW, "name": "after the drop"})
+    created = await post(session, server, {**WORKFLOW, "name": "after the drop"})
     await until(lambda: cache.get(("workflow", created["id"])) is not None)
     await settle(running)
 
@@ -356,7 +325,7 @@ async def test_a_frame_over_the_memory_guard_costs_the_connection_which_is_resyn
 
 async def test_the_double_frame_of_a_create_costs_one_fetch(
     server: NodeToolServer,
-    http: aiohttp.ClientSession,
+    session: aiohttp.ClientSession,
     cache: QueryCache,
     start: Start,
 ) -> None:
@@ -364,7 +333,7 @@ async def test_the_double_frame_of_a_create_costs_one_fetch(
     # the fetch caused by "updated" is stored, and must find that entry already fresh.
     running = await start(window=0.3)
     events = record_events(cache)
-    created = await post(http, server, {**WORKFLOW, "name": "once"})
+    created = await post(session, server, {**WORKFLOW, "name": "once"})
     key: QueryKey = ("workflow", created["id"])
     await until(lambda: running.counts()["resource_changes"] == 2)
     await settle(running)
@@ -381,12 +350,12 @@ async def test_the_double_frame_of_a_create_costs_one_fetch(
 
 async def test_a_repeated_frame_for_a_fresh_entry_is_skipped(
     server: NodeToolServer,
-    http: aiohttp.ClientSession,
+    session: aiohttp.ClientSession,
     cache: QueryCache,
     start: Start,
 ) -> None:
     running = await start(window=None)
-    created = await post(http, server, {**WORKFLOW, "name": "again"})
+    created = await post(session, server, {**WORKFLOW, "name": "again"})
     key: QueryKey = ("workflow", created["id"])
     await until(lambda: (e := cache.get(key)) is not None and not e.stale)
     await settle(running)
@@ -410,13 +379,13 @@ async def test_a_repeated_frame_for_a_fresh_entry_is_skipped(
 
 async def test_without_mirror_only_watched_keys_are_refetched(
     server: NodeToolServer,
-    http: aiohttp.ClientSession,
+    session: aiohttp.ClientSession,
     cache: QueryCache,
     start: Start,
 ) -> None:
     running = await start(mirror=False)
-    watched = await post(http, server, {**WORKFLOW, "name": "watched"})
-    cached = await post(http, server, {**WORKFLOW, "name": "cached"})
+    watched = await post(session, server, {**WORKFLOW, "name": "watched"})
+    cached = await post(session, server, {**WORKFLOW, "name": "cached"})
     await until(lambda: running.counts()["resource_changes"] == 4)
     await settle(running)
     assert len(cache) == 0  # nobody asked for anything yet
@@ -429,9 +398,9 @@ async def test_without_mirror_only_watched_keys_are_refetched(
         await cache.fetch(("workflows",))
         events = record_events(cache)
 
-        await put(http, server, watched["id"], {**WORKFLOW, "name": "watched v2"})
-        await put(http, server, cached["id"], {**WORKFLOW, "name": "cached v2"})
-        later = await post(http, server, {**WORKFLOW, "name": "later"})
+        await put(session, server, watched["id"], {**WORKFLOW, "name": "watched v2"})
+        await put(session, server, cached["id"], {**WORKFLOW, "name": "cached v2"})
+        later = await post(session, server, {**WORKFLOW, "name": "later"})
         await until(lambda: len(seen) == 2)
         await until(lambda: running.counts()["resource_changes"] == 8)
         await settle(running)
@@ -463,7 +432,7 @@ async def test_a_cache_that_cannot_be_opened_leaves_no_session_open(tmp_path: Pa
 
 
 async def test_settle_returns_while_the_server_keeps_sending_stats(
-    tmp_path: Path, http: aiohttp.ClientSession
+    tmp_path: Path, session: aiohttp.ClientSession
 ) -> None:
     # system_stats more often than the quiet time settle() waits for: they change nothing
     # in the cache and must not keep it from settling.
@@ -474,7 +443,7 @@ async def test_settle_returns_while_the_server_keeps_sending_stats(
         try:
             async with asyncio.timeout(5):
                 await server.wait_for_connections(1)
-            created = await post(http, server, {**WORKFLOW, "name": "amid stats"})
+            created = await post(session, server, {**WORKFLOW, "name": "amid stats"})
             await until(lambda: running.counts()["resource_changes"] == 2)
             async with asyncio.timeout(10):
                 await running.settle()
@@ -528,7 +497,7 @@ async def test_lists_fetched_before_the_feed_is_heard_do_not_miss_a_change(
 
 
 async def test_the_lists_are_fetched_when_the_server_comes_up_late(
-    http: aiohttp.ClientSession, tmp_path: Path
+    session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     server = NodeToolServer(ping_interval=None, stats_interval=None)
     await server.start()
@@ -545,7 +514,7 @@ async def test_the_lists_are_fetched_when_the_server_comes_up_late(
         await server.start(port=port)
         async with asyncio.timeout(5):
             await server.wait_for_connections(1)
-        created = await post(http, server, {**WORKFLOW, "name": "late"})
+        created = await post(session, server, {**WORKFLOW, "name": "late"})
         await until(lambda: running.counts()["resource_changes"] == 2)
         await settle(running)
         agreement = await audit(cache, running.api, expect=mirrored_keys(server.snapshot()))

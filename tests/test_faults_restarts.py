@@ -13,27 +13,14 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 
-from querysync import nodetool_registry
+from _support import mirrored_keys
+
 from querysync._audit import audit
-from querysync._keys import QueryKey
-from querysync._nodetool import LIST_KEYS, endpoint_for
+from querysync._nodetool import LIST_KEYS
 from querysync._sync import sync
 from querysync.server import NodeToolServer, ResourceStore, Workload
 from querysync.sinks import CacheEvent, QueryCache
 from querysync.streams import Backoff, ConnectionState
-from querysync.testing import change
-
-
-def expected_keys(server: NodeToolServer) -> list[QueryKey]:
-    """Mirror mode's promise: every list, and the keys of each live resource."""
-    registry = nodetool_registry()
-    keys: list[QueryKey] = list(LIST_KEYS)
-    for rtype, resources in server.snapshot().items():
-        for rid in resources:
-            _, specific = registry.split(change("updated", rtype, rid))
-            keys += [k for k in specific if endpoint_for(k) is not None]
-    return keys
-
 
 FAST = Backoff(initial=0.01, factor=2.0, max_delay=0.05, jitter=0.0)
 RESTARTS = 5
@@ -102,7 +89,7 @@ async def test_five_restarts_under_a_workload_end_with_the_cache_agreeing(
 
         # Every list, and every live resource's keys: the resync's discovery fetched the
         # ones created while the server was down, which no frame ever named.
-        expected = expected_keys(server)
+        expected = mirrored_keys(server.snapshot())
         async with asyncio.timeout(30):
             agreement = await audit(cache, running.api, expect=expected)
         assert agreement.ok, agreement.disagreements[:10]

@@ -25,16 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from _support import mirrored_keys
 
-from querysync import CacheCorruptError, CacheSecurityError, nodetool_registry
+from querysync import CacheCorruptError, CacheSecurityError
 from querysync._audit import audit
-from querysync._keys import QueryKey
-from querysync._nodetool import LIST_KEYS, endpoint_for
+from querysync._nodetool import LIST_KEYS
 from querysync._sync import Sync, sync
 from querysync.server import NodeToolServer, Workload
 from querysync.sinks import QueryCache
 from querysync.streams import Backoff
-from querysync.testing import change
 
 FAST = Backoff(initial=0.01, factor=2.0, max_delay=0.05, jitter=0.0)
 PICKLE_MODE = 4  # diskcache's MODE_PICKLE: "unpickle this value"
@@ -49,17 +48,6 @@ class Bomb:
 
     def __reduce__(self) -> tuple[object, ...]:
         return (open, (self.path, "w"))
-
-
-def expected_keys(server: NodeToolServer) -> list[QueryKey]:
-    """Mirror mode's promise: every list, and the keys of each live resource."""
-    registry = nodetool_registry()
-    keys: list[QueryKey] = list(LIST_KEYS)
-    for rtype, resources in server.snapshot().items():
-        for rid in resources:
-            _, specific = registry.split(change("updated", rtype, rid))
-            keys += [k for k in specific if endpoint_for(k) is not None]
-    return keys
 
 
 def tamper(db: Path, *statements: tuple[str, tuple[object, ...]]) -> None:
@@ -182,7 +170,7 @@ async def test_pickles_planted_under_a_running_sync_never_run_and_cost_counted_m
         assert refilled.data == await running.api.fetch(victim)
         async with asyncio.timeout(30):
             agreement = await audit(
-                running.cache, running.api, expect=expected_keys(backend.server)
+                running.cache, running.api, expect=mirrored_keys(backend.server.snapshot())
             )
         assert agreement.ok, agreement.disagreements[:10]
     finally:

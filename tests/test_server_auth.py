@@ -20,12 +20,6 @@ async def server() -> AsyncIterator[NodeToolServer]:
         yield s
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
 async def first_message(ws: aiohttp.ClientWebSocketResponse) -> aiohttp.WSMessage:
     return await ws.receive(timeout=5)
 

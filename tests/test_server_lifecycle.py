@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 
 import aiohttp
 import msgpack
@@ -21,12 +20,6 @@ from querysync.server import (
 )
 
 WORKFLOW = {"name": "w", "access": "private", "graph": {}}
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 def test_the_public_names_are_locked() -> None:

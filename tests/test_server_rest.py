@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -26,18 +25,6 @@ WRITABLE = [
     ("secret", "/api/settings/secrets", {"key": "K", "value": "v"}, {"description": "d"}),
 ]
 WRITABLE_IDS = [w[0] for w in WRITABLE]
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[NodeToolServer]:
-    async with NodeToolServer(ping_interval=None, stats_interval=None) as s:
-        yield s
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 async def get(session: aiohttp.ClientSession, url: str, status: int = 200) -> Any:

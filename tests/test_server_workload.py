@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -34,12 +33,6 @@ def content(server: NodeToolServer) -> dict[str, dict[str, dict[str, Any]]]:
 def counts_of(report: WorkloadReport) -> tuple[Any, ...]:
     return (report.created, report.updated, report.deleted, report.skipped, report.ended,
             report.by_type, report.touched)
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 @pytest.mark.parametrize("kind", ["steady", "burst", "distinct", "mixed"])

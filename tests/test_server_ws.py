@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -15,18 +14,6 @@ from aiohttp import WSMsgType
 from querysync.server import NodeToolServer
 
 WORKFLOW = {"name": "w", "access": "private", "graph": {"nodes": [], "edges": []}}
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[NodeToolServer]:
-    async with NodeToolServer(ping_interval=None, stats_interval=None) as s:
-        yield s
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 async def recv(ws: aiohttp.ClientWebSocketResponse) -> tuple[WSMsgType, dict[str, Any]]:
