@@ -22,6 +22,7 @@ from typing import Any, Literal, TypeVar
 
 import msgpack
 import pytest
+from _support import wire
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from reactivex.subject import Subject
@@ -92,15 +93,6 @@ def packb(value: Any) -> bytes:
     return data
 
 
-def message(event: str, resource_type: str, resource: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "type": "resource_change",
-        "event": event,
-        "resource_type": resource_type,
-        "resource": resource,
-    }
-
-
 def identity(update: ResourceChangeUpdate) -> tuple[str, str, str, str | None]:
     """What makes two announcements the same: extras (huge strings, nesting) aside."""
     return (update.event, update.resource_type, update.resource.id, update.resource.etag)
@@ -125,7 +117,7 @@ not_strings = st.one_of(
     st.dictionaries(texts, st.integers(min_value=0, max_value=9), max_size=2),
 )
 a_valid_message = st.builds(
-    lambda event, rtype, rid, etag: message(event, rtype, {"id": rid, "etag": etag}),
+    lambda event, rtype, rid, etag: wire(event, rtype, {"id": rid, "etag": etag}),
     st.sampled_from(EVENTS),
     st.sampled_from(TYPES),
     texts,
@@ -190,12 +182,12 @@ def deeply_nested(draw: st.DrawFn) -> tuple[str | bytes, Kind]:
         nest = "[" * depth + "]" * depth
         if where == "top":
             return nest, "reject"
-        return json.dumps(message("updated", "workflow", {})).replace("{}", nest), "reject"
+        return json.dumps(wire("updated", "workflow", {})).replace("{}", nest), "reject"
     # A MessagePack array of one element, depth times over.
     nested = b"\x91" * depth + b"\x01"
     if where == "top":
         return nested, "reject"
-    head = packb(message("updated", "workflow", {}))
+    head = packb(wire("updated", "workflow", {}))
     return head[:-1] + nested, "reject"
 
 
@@ -204,7 +196,7 @@ def huge(draw: st.DrawFn) -> tuple[str | bytes, Kind]:
     size = draw(st.sampled_from([100_000, MIB]))
     if draw(st.booleans()):
         return "x" * size, "reject"
-    msg = message(draw(texts.filter(lambda e: e not in EVENTS)), "workflow", {"id": "x" * size})
+    msg = wire(draw(texts.filter(lambda e: e not in EVENTS)), "workflow", {"id": "x" * size})
     return encoded(msg, draw(encodings)), "reject"
 
 
@@ -213,7 +205,7 @@ def unknown_type(draw: st.DrawFn) -> tuple[str | bytes, Kind]:
     rtype = draw(st.one_of(st.sampled_from(["runevent", "prediction"]), texts.filter(bool)))
     if rtype in KNOWN_TYPES and rtype not in NODETOOL_INTERNAL_TYPES:
         rtype = "runlease"  # drew a type the client caches: use one it ignores instead
-    msg = message(draw(st.sampled_from(EVENTS)), rtype, {"id": draw(texts), "etag": None})
+    msg = wire(draw(st.sampled_from(EVENTS)), rtype, {"id": draw(texts), "etag": None})
     return encoded(msg, draw(encodings)), "unknown"
 
 
@@ -267,16 +259,16 @@ class Backend:
             self.resources[(rtype, rid)] = {**body, "etag": etag}
             ref = {"id": rid, "etag": etag}
             # The live server announces every create twice: updated, then created.
-            return [message("updated", rtype, ref)] + (
-                [message("created", rtype, dict(ref))] if here is None else []
+            return [wire("updated", rtype, ref)] + (
+                [wire("created", rtype, dict(ref))] if here is None else []
             )
         if action == "delete":
             if here is not None:
                 del self.resources[(rtype, rid)]
-            return [message("deleted", rtype, {"id": rid, "etag": here and here["etag"]})]
+            return [wire("deleted", rtype, {"id": rid, "etag": here and here["etag"]})]
         if action == "phantom":  # a change for a resource this backend never had
-            return [message("updated", rtype, {"id": f"ghost-{rid}", "etag": "ghost"})]
-        return [message("updated", rtype, {})]  # no id: only the lists are suspect
+            return [wire("updated", rtype, {"id": f"ghost-{rid}", "etag": "ghost"})]
+        return [wire("updated", rtype, {})]  # no id: only the lists are suspect
 
     def answer(self, key: QueryKey) -> Any:
         """What a GET of ``key`` returns now; ResourceGone when nothing serves it."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 import msgpack
+from _support import wire
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from reactivex.notification import Notification, OnNext
@@ -85,15 +86,6 @@ def encode(message: dict[str, Any], how: str) -> Any:
     if how == "msgpack":
         return msgpack.packb(message, use_bin_type=True)
     return message
-
-
-def wire(event: str, resource_type: str, resource: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "type": "resource_change",
-        "event": event,
-        "resource_type": resource_type,
-        "resource": resource,
-    }
 
 
 @st.composite

@@ -9,6 +9,7 @@ from typing import Any
 import msgpack
 import pytest
 import reactivex
+from _support import wire
 from reactivex.subject import Subject
 from reactivex.testing import ReactiveTest, TestScheduler
 from reactivex.testing.recorded import Recorded
@@ -21,15 +22,6 @@ on_next = ReactiveTest.on_next
 on_completed = ReactiveTest.on_completed
 on_error = ReactiveTest.on_error
 subscribe = ReactiveTest.subscribe
-
-
-def wire(event: str, resource_type: str, resource: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "type": "resource_change",
-        "event": event,
-        "resource_type": resource_type,
-        "resource": resource,
-    }
 
 
 W1 = wire("updated", "workflow", {"id": "w1", "etag": "e1"})
