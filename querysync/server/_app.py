@@ -210,7 +210,7 @@ class NodeToolServer:
     @property
     def connections(self) -> int:
         """How many /ws clients are connected now (refused ones are never counted)."""
-        return sum(1 for c in self._hub.connections if c.open)
+        return self._hub.open_count
 
     async def wait_for_connections(self, count: int = 1) -> None:
         """Return once ``count`` clients are connected; wrap it in ``asyncio.timeout()``."""

@@ -226,9 +226,14 @@ class Hub:
         """Queue ``message`` on every open connection; returns how many took it."""
         return sum(1 for c in list(self.connections) if c.send(message))
 
+    @property
+    def open_count(self) -> int:
+        """How many connections are open now."""
+        return sum(1 for c in self.connections if c.open)
+
     async def wait_for(self, count: int) -> None:
         """Return once at least ``count`` connections are open."""
-        while sum(1 for c in self.connections if c.open) < count:
+        while self.open_count < count:
             changed = self._changed
             await changed.wait()
 
