@@ -6,7 +6,7 @@ from collections import Counter
 
 from querysync._keys import KeyRegistry, default_registry
 from querysync._model import ResourceChangeUpdate
-from querysync._signals import Invalidation, Resync
+from querysync._signals import Invalidation, Resync, keys_naming
 
 from ._stage import Stage, item_stage, log
 
@@ -37,9 +37,10 @@ def expand_keys_(
             general, specific = reg.general_keys(update.resource_type), ()
         if not general and not specific:
             return None
-        rid = update.resource.id
+        # Keys a rule derives from another field (a message's thread list) are not this
+        # resource's own: a delete refetches them instead of removing them.
         return Invalidation(
-            update, (*general, *specific), tuple(k for k in specific if rid in k[1:])
+            update, (*general, *specific), keys_naming(update.resource.id, specific)
         )
 
     def handle(update: ResourceChangeUpdate, counts: Counter[str]) -> Invalidation | None:

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ._keys import QueryKey
 from ._model import ResourceChangeUpdate
 
-__all__ = ["Invalidation", "Rejected", "Resync"]
+__all__ = ["Invalidation", "Rejected", "Resync", "keys_naming"]
+
+
+def keys_naming(resource_id: str, keys: Iterable[QueryKey]) -> tuple[QueryKey, ...]:
+    """The keys among ``keys`` that hold ``resource_id`` after their first element."""
+    if not resource_id:
+        return ()
+    return tuple(k for k in keys if resource_id in k[1:])
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,9 +23,9 @@ class Invalidation:
     """An update together with the query keys it makes out of date.
 
     ``keys`` lists the general keys of the resource type first, then the specific ones.
-    ``specific`` names the keys of this one resource; :func:`querysync.operators.expand_keys`
-    fills it from the registry. Left as None (an Invalidation built by hand), it is
-    derived: the keys that contain the resource's id after their first element.
+    ``specific`` names the keys of this one resource: :func:`querysync.operators.expand_keys`
+    fills it with :func:`keys_naming` over the registry's specific keys. Left as None (an
+    Invalidation built by hand), it is :func:`keys_naming` over all of ``keys``.
     """
 
     update: ResourceChangeUpdate
@@ -33,10 +41,7 @@ class Invalidation:
         """
         if self.specific is not None:
             return self.specific
-        rid = self.update.resource.id
-        if not rid:
-            return ()
-        return tuple(k for k in self.keys if rid in k[1:])
+        return keys_naming(self.update.resource.id, self.keys)
 
     @property
     def general_keys(self) -> tuple[QueryKey, ...]:
