@@ -64,7 +64,7 @@ class _Retry(Exception):
 
 @dataclass
 class _End:
-    """How one connection ended, when it was not on our request."""
+    """How one connection, or one attempt to connect, ended when it was not on our request."""
 
     reason: str
     code: int | None = None
