@@ -36,7 +36,7 @@ class Replay(Observable[Any]):
 
     ``counts`` is a ``Counter`` shared by every subscription: ``frames`` emitted,
     ``lines`` read, ``rejected`` lines, ``reordered`` offsets that went back in time,
-    ``subscriber_errors``.
+    ``subscriber_errors``, ``on_reject_errors``.
     """
 
     def __init__(
