@@ -141,6 +141,10 @@ class QueryCache:
         self._finalizer = weakref.finalize(self, self._store.close)
         if loaded.needs_meta:
             self._store.write_meta_now()
+        # Opening was the only use of diskcache's own connection, which belongs to this
+        # thread (the writer has its own): closed now, while blocking is expected, it
+        # leaves neither close path a connection to find on some other thread.
+        loaded.cache.close()
 
         self._records = loaded.records
         self._trie = trie
@@ -422,12 +426,9 @@ class QueryCache:
 
         Blocks while the queued writes are saved; async code prefers :meth:`aclose`.
         """
-        if self._closed:
-            return
-        self._closed = True
-        self._scheduler.cancel()
-        self._finalizer()
-        self._complete_subscribers()
+        if self._begin_close():
+            self._finalizer()
+            self._complete_subscribers()
 
     async def aclose(self) -> None:
         """Cancel and await running fetches, save queued writes off the loop, then close.
@@ -440,15 +441,20 @@ class QueryCache:
         tasks = self._scheduler.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-        if self._closed:  # closed while the fetches wound down
+        if not self._begin_close():  # closed while the fetches wound down
             return
-        self._closed = True
-        self._scheduler.cancel()
         # The writer thread saves the queue or gives up on it; waiting on the loop for
         # the queue to empty instead never ended on a disk that can no longer be written.
-        await asyncio.to_thread(self._store.close)
-        self._finalizer()  # also closes this thread's database connection
+        await asyncio.to_thread(self._finalizer)
         self._complete_subscribers()
+
+    def _begin_close(self) -> bool:
+        """Mark the cache closed and cancel its fetches; False when it was closed already."""
+        if self._closed:
+            return False
+        self._closed = True
+        self._scheduler.cancel()
+        return True
 
     def _complete_subscribers(self) -> None:
         self._events.complete()

@@ -162,7 +162,6 @@ class EntryStore:
             self._cond.notify_all()
         if self._thread is not threading.current_thread():
             self._thread.join()
-        self._cache.close()
 
     # -- writer thread ----------------------------------------------------------------
 
@@ -205,7 +204,6 @@ class EntryStore:
                 self._cond.notify_all()
             self._call(callbacks)
             self._table.close()  # its connection belongs to this thread
-            self._cache.close()  # diskcache connections are per thread
 
     def _write(self, batch: dict[QueryKey, Op]) -> dict[QueryKey, Op]:
         """Write ``batch`` in transactions; the operations that could not be written."""
