@@ -14,6 +14,7 @@ from ._exceptions import FetchError, ResourceGone
 from ._keys import QueryKey
 
 __all__ = [
+    "LISTED_TYPES",
     "LIST_KEYS",
     "NodeToolApi",
     "endpoint_for",
@@ -23,18 +24,26 @@ log = logging.getLogger("querysync.nodetool")
 
 Fetch = Callable[[QueryKey], Awaitable[Any]]
 
-LIST_KEYS: tuple[QueryKey, ...] = (
-    ("workflows",),
-    ("templates",),
-    ("jobs",),
-    ("assets",),
-    ("threads",),
-    ("collections",),
-    ("workspaces",),
-    ("secrets",),
-    ("models",),
-)
+# Every list query the NodeTool client keeps -> the resource type of its items, or None
+# when they are not resources the feed announces. A list's body holds its items under
+# the member named like the key's first element: {"workflows": [...], "next": null}.
+_LISTS: dict[QueryKey, str | None] = {
+    ("workflows",): "workflow",
+    ("templates",): None,
+    ("jobs",): "job",
+    ("assets",): "asset",
+    ("threads",): "thread",
+    ("collections",): None,
+    ("workspaces",): "workspace",
+    ("secrets",): "secret",
+    ("models",): None,
+}
+
+LIST_KEYS: tuple[QueryKey, ...] = tuple(_LISTS)
 """Every list query the NodeTool client keeps; mirror mode holds all of them fresh."""
+
+LISTED_TYPES: dict[QueryKey, str] = {k: t for k, t in _LISTS.items() if t is not None}
+"""List key -> the type of the resources it lists, under the member named like the key."""
 
 # One row per query key shape: (name, has an id) -> path template. The list paths end
 # with "/" because the server's routers are mounted that way; without the slash they

@@ -14,7 +14,7 @@ from reactivex import abc
 
 from ._keys import KeyRegistry, QueryKey, nodetool_registry
 from ._model import Resource, ResourceChangeUpdate
-from ._nodetool import LIST_KEYS, NodeToolApi, endpoint_for
+from ._nodetool import LIST_KEYS, LISTED_TYPES, NodeToolApi, endpoint_for
 from ._pipeline import Pipeline, Refetch, build_pipeline
 from ._signals import Invalidation, Resync
 from .operators import RejectHandler
@@ -26,17 +26,6 @@ if TYPE_CHECKING:
 __all__ = ["Sync", "mirrored_keys", "sync"]
 
 log = logging.getLogger("querysync.sync")
-
-# List key -> (the body member that holds the items, their resource type). After a
-# resync, mirror mode reads these lists to find resources it never heard of.
-_LISTED: dict[QueryKey, tuple[str, str]] = {
-    ("workflows",): ("workflows", "workflow"),
-    ("jobs",): ("jobs", "job"),
-    ("assets",): ("assets", "asset"),
-    ("threads",): ("threads", "thread"),
-    ("workspaces",): ("workspaces", "workspace"),
-    ("secrets",): ("secrets", "secret"),
-}
 
 
 def mirrored_keys(
@@ -132,23 +121,25 @@ class Sync:
     async def _discover(self) -> None:
         """Fetch the keys of every listed resource the cache has no entry for."""
         try:
-            threads = await self._discover_in(
-                [(key, member, rtype) for key, (member, rtype) in _LISTED.items()]
-            )
-            await self._discover_in([(("messages", t), "messages", "message") for t in threads])
+            threads = await self._discover_in(list(LISTED_TYPES.items()))
+            await self._discover_in([(("messages", t), "message") for t in threads])
         except asyncio.CancelledError:
             raise
         except Exception:
             # A server that answers lists in another shape costs the discovery only.
             log.exception("reading the lists after a resync failed")
 
-    async def _discover_in(self, lists: list[tuple[QueryKey, str, str]]) -> list[str]:
-        """Prefetch the missing keys of the items of ``lists``; the ids of the threads seen."""
-        entries = await asyncio.gather(*(self.cache.fetch(key) for key, _, _ in lists))
+    async def _discover_in(self, lists: list[tuple[QueryKey, str]]) -> list[str]:
+        """Prefetch the missing keys of the items of ``lists``; the ids of the threads seen.
+
+        ``lists`` pairs a list key with its items' type; a body holds them under the
+        member named like the key's first element (``{"messages": [...]}``).
+        """
+        entries = await asyncio.gather(*(self.cache.fetch(key) for key, _ in lists))
         threads: list[str] = []
-        for (_, member, resource_type), entry in zip(lists, entries, strict=True):
+        for (key, resource_type), entry in zip(lists, entries, strict=True):
             body = entry.data if entry is not None else None
-            items = body.get(member) if isinstance(body, dict) else None
+            items = body.get(key[0]) if isinstance(body, dict) else None
             for item in items if isinstance(items, list) else ():
                 rid = item.get("id") if isinstance(item, dict) else None
                 if not isinstance(rid, str) or not rid:
