@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import time
 import weakref
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from collections.abc import Set as AbstractSet
 from dataclasses import replace
 from typing import Any, Literal
@@ -22,12 +21,12 @@ from querysync._keys import JSONScalar, QueryKey
 from querysync._model import ResourceChangeUpdate
 from querysync._signals import Invalidation, Resync
 
-from ._entry import CacheEntry, Record, as_query_key, encode_data, etag_of
+from ._entry import CacheEntry, Record, as_query_key, encode_data, etag_of, parse_json
 from ._events import EVENT_KINDS, Broadcast, CacheEvent, CacheEventKind
 from ._fetch import Fetch, FetcherTable, FetchScheduler, RetryPolicy
 from ._index import KeyTrie
 from ._load import bulk_allocation, load
-from ._store import EntryStore
+from ._store import CommitHook, EntryStore
 
 __all__ = ["QueryCache", "RefetchType"]
 
@@ -116,7 +115,7 @@ class QueryCache:
         batch_size: int = 500,
         timeout: float = 10.0,
         recover: bool = False,
-        on_commit: Callable[[Sequence[QueryKey]], None] | None = None,
+        on_commit: CommitHook | None = None,
     ) -> None:
         self._directory = os.fspath(directory)
         # Every argument is checked before anything is opened, so a bad one leaves no
@@ -724,7 +723,7 @@ def _record(key: QueryKey, data: Any, etag: str | None) -> Record:
         text = encode_data(data)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"data for {key!r} is not JSON: {exc}") from exc
-    copy = json.loads(text)
+    copy = parse_json(text)
     entry = CacheEntry(key, copy, etag_of(copy, etag), False, time.time(), None)
     return Record(entry, text)
 
