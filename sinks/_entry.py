@@ -26,7 +26,9 @@ __all__ = [
 ]
 
 _SCALARS = (str, int, float, bool)
-_KEY_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+# What json.dumps(..., separators=(",", ":"), allow_nan=False) uses, built once rather
+# than per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 # What json.dumps writes for a string (ensure_ascii). Typed as taking any object: it
 # raises TypeError for anything but a string, which encode_key relies on.
 _escape = cast(Callable[[object], str], encode_basestring_ascii)
@@ -119,7 +121,7 @@ def encode_key(key: QueryKey) -> str:
     try:
         return f"[{','.join([_escape(part) for part in key])}]"
     except TypeError:  # a number, a boolean or null among the elements
-        return _KEY_ENCODER.encode(list(key))
+        return _ENCODER.encode(list(key))
 
 
 def decode_key(text: str) -> QueryKey:
@@ -135,7 +137,7 @@ def decode_key(text: str) -> QueryKey:
 
 def encode_data(data: Any) -> str:
     """``data`` as compact JSON; TypeError/ValueError when it is not JSON."""
-    return json.dumps(data, separators=(",", ":"), allow_nan=False)
+    return _ENCODER.encode(data)
 
 
 def etag_of(data: Any, etag: str | None) -> str | None:

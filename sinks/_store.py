@@ -12,7 +12,6 @@ statements (:class:`CacheTable`) rather than three per row.
 
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
 import threading
@@ -26,7 +25,7 @@ import diskcache
 from querysync._keys import QueryKey
 
 from ._disk import META_KEY
-from ._entry import Record, encode_record
+from ._entry import Record, encode_data, encode_record
 from ._table import CacheTable, RowOp
 
 __all__ = ["DELETE", "FORMAT", "CommitHook", "EntryStore", "Op"]
@@ -245,7 +244,7 @@ class EntryStore:
             log.exception("the cache's on_commit callback raised")
 
     def _meta(self, now: float) -> bytes:
-        return json.dumps({"format": FORMAT, "buster": self._buster, "written_at": now}).encode()
+        return encode_data({"format": FORMAT, "buster": self._buster, "written_at": now}).encode()
 
     def _take_idle_callbacks(self) -> list[Callable[[], None]]:
         if self._pending or self._writing:
