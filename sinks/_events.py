@@ -78,10 +78,10 @@ class Broadcast(Generic[_T]):
 
     __slots__ = ("_counts", "_observers", "on_last")
 
-    def __init__(self, counts: Counter[str] | None = None) -> None:
+    def __init__(self, counts: Counter[str]) -> None:
         self._observers: list[abc.ObserverBase[_T]] = []
         # Failures are counted as "subscriber_errors" here, shared with the owner.
-        self._counts: Counter[str] = counts if counts is not None else Counter()
+        self._counts = counts
         self.on_last: Callable[[], None] | None = None
 
     def __bool__(self) -> bool:
