@@ -193,7 +193,7 @@ class EntryStore:
                     callbacks = self._take_idle_callbacks()
                     self._cond.notify_all()
                 self._call(callbacks)
-                if left and failures:
+                if left:
                     delay = min(_FIRST_BACKOFF * 2 ** (failures - 1), _MAX_BACKOFF)
                     with self._cond:
                         self._cond.wait_for(lambda: self._closing, delay)
