@@ -12,6 +12,7 @@ from pathlib import Path
 
 from rich.console import Console, Group
 from rich.live import Live
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from querysync._audit import Agreement, audit
@@ -20,8 +21,8 @@ from querysync._nodetool import LIST_KEYS
 from querysync._sync import Sync, mirrored_keys, sync
 from querysync.server import NodeToolServer, Workload, WorkloadReport
 
-from ._signals import stop_on_signals
-from ._view import counters_table
+from ._signals import Stop, stop_on_signals
+from ._view import counters_line, counters_table
 
 __all__ = ["expected_keys", "run_demo"]
 
@@ -63,11 +64,15 @@ def _summary(
     return table
 
 
-async def run_demo(args: argparse.Namespace) -> int:
-    """Run the demo; 0 only when every cached entry agrees with the server."""
+async def run_demo(args: argparse.Namespace, status: Console) -> int:
+    """Run the demo; 0 only when every cached entry agrees with the server (130 after SIGINT).
+
+    The summary goes to stdout; the live view (on a terminal, without ``--no-live``) or
+    else a progress line every ``args.every`` seconds goes to ``status``.
+    """
     console = Console()
     started = time.monotonic()
-    live_view = not args.no_live and console.is_terminal
+    live_view = not args.no_live and status.is_terminal
     with tempfile.TemporaryDirectory(prefix="querysync-demo-") as tmp:
         async with NodeToolServer() as server:
             console.print(f"embedded NodeTool server on {server.api_url}; cache in {tmp}")
@@ -77,14 +82,26 @@ async def run_demo(args: argparse.Namespace) -> int:
             try:
                 async with asyncio.timeout(10):
                     await server.wait_for_connections(1)
-                report, agreement = await _drive(running, server, args, console, live_view)
+                report, agreement, stop = await _drive(running, server, args, status, live_view)
             finally:
                 await running.stop()
             counts = running.counts()
     console.print(_summary(agreement, report, counts, time.monotonic() - started))
     for problem in agreement.disagreements[:20]:
         console.print(f"  [red]{list(problem.key)}[/red]: {problem.problem}")
-    return 0 if agreement.ok else 1
+    return stop.status(0 if agreement.ok else 1)
+
+
+def _progress(console: Console) -> Progress:
+    """The workload's progress bar, with the time left; drawn inside the live view."""
+    return Progress(
+        TextColumn("workload"),
+        BarColumn(),
+        TextColumn("{task.completed:.1f}/{task.total:.1f} s"),
+        TimeRemainingColumn(),
+        console=console,
+        auto_refresh=False,
+    )
 
 
 async def _drive(
@@ -93,15 +110,21 @@ async def _drive(
     args: argparse.Namespace,
     console: Console,
     live_view: bool,
-) -> tuple[WorkloadReport, Agreement]:
+) -> tuple[WorkloadReport, Agreement, Stop]:
     workload = Workload(server, seed=args.seed)
     task = asyncio.ensure_future(workload.run(seconds=args.seconds, rate=args.rate, kind="mixed"))
     live = Live(console=console, refresh_per_second=4) if live_view else None
+    progress = _progress(console)
+    bar = progress.add_task("workload", total=args.seconds)
+    began = time.monotonic()
+    next_line = began + args.every
     with stop_on_signals() as stop, live if live is not None else contextlib.nullcontext():
         while not task.done():
             if stop.is_set():
                 workload.stop()
             await asyncio.wait({task}, timeout=0.25)
+            elapsed = min(time.monotonic() - began, args.seconds)
+            progress.update(bar, completed=elapsed)
             if live is not None:
                 live.update(
                     Group(
@@ -111,7 +134,18 @@ async def _drive(
                             state=str(running.source.state),
                         ),
                         f"server: {server.counts['resource_changes']:,} changes announced",
+                        progress,
                     )
+                )
+            elif time.monotonic() >= next_line and not task.done():
+                next_line = time.monotonic() + args.every
+                left = max(args.seconds - elapsed, 0.0)
+                console.print(
+                    f"workload {elapsed:.1f}/{args.seconds:.1f} s, {left:.1f} s left; "
+                    + counters_line(running.counts(), state=str(running.source.state)),
+                    markup=False,
+                    highlight=False,
+                    soft_wrap=True,
                 )
     report = task.result()
     console.print(
@@ -121,4 +155,4 @@ async def _drive(
     async with asyncio.timeout(60):
         await running.settle()
     agreement = await audit(running.cache, running.api, expect=expected_keys(server.snapshot()))
-    return report, agreement
+    return report, agreement, stop

@@ -12,7 +12,7 @@ __all__ = ["run_serve"]
 
 
 async def run_serve(args: argparse.Namespace) -> int:
-    """Serve until SIGINT/SIGTERM; 0 on a clean stop."""
+    """Serve until SIGINT/SIGTERM; 0 after SIGTERM, 130 after SIGINT."""
     server = NodeToolServer(token=args.token)
     # The handlers go in before the ready line: whoever waits for that line may signal
     # at once, and a signal before them would kill the process instead of stopping it.
@@ -26,4 +26,4 @@ async def run_serve(args: argparse.Namespace) -> int:
             await stop.wait()
         finally:
             await server.stop()
-    return 0
+    return stop.status(0)

@@ -8,6 +8,7 @@ import contextlib
 import gc
 import logging
 import sys
+import time
 
 from rich.console import Console
 from rich.live import Live
@@ -16,16 +17,21 @@ from querysync import AuthenticationError
 from querysync._sync import sync
 
 from ._signals import stop_on_signals
-from ._view import counters_table
+from ._view import counters_line, counters_table
 
 __all__ = ["run_sync"]
 
 log = logging.getLogger("querysync.cli")
 
+_TICK = 0.25  # seconds between redraws of the live view
 
-async def run_sync(args: argparse.Namespace) -> int:
-    """Run until SIGINT/SIGTERM or a final error; the cache is flushed and closed either way."""
-    console = Console(stderr=True)
+
+async def run_sync(args: argparse.Namespace, console: Console) -> int:
+    """Run until SIGINT/SIGTERM or a final error; the cache is flushed and closed either way.
+
+    On a terminal (and without ``--no-live``) a live table of counters is drawn on
+    ``console``; otherwise one line of counters goes to it every ``args.every`` seconds.
+    """
     running = await sync(args.ws, args.api, args.cache, token=args.token, window=args.window)
     # The cache is loaded: about four long-lived objects per entry, which every full
     # garbage collection would walk again (about 180 ms for 100,000 entries, holding the
@@ -33,25 +39,36 @@ async def run_sync(args: argparse.Namespace) -> int:
     # them out of the collector's sight for the life of the process. It is process-wide,
     # so this command decides it for itself; the library never does.
     gc.freeze()
+    live_view = not args.no_live and console.is_terminal
     try:
         with stop_on_signals() as stop:
             ended = asyncio.ensure_future(running.wait_closed())
             stopped = asyncio.ensure_future(stop.wait())
             live = (
-                contextlib.nullcontext()
-                if args.no_live or not console.is_terminal
-                else Live(console=console, refresh_per_second=4)
+                Live(console=console, refresh_per_second=4)
+                if live_view
+                else contextlib.nullcontext()
             )
+            next_line = time.monotonic() + args.every
             with live as view:
                 while not (ended.done() or stopped.done()):
-                    await asyncio.wait({ended, stopped}, timeout=0.25)
+                    await asyncio.wait({ended, stopped}, timeout=_TICK)
+                    state = str(running.source.state)
                     if view is not None:
                         view.update(
                             counters_table(
                                 running.counts(),
                                 title=f"querysync sync → {args.cache}",
-                                state=str(running.source.state),
+                                state=state,
                             )
+                        )
+                    elif time.monotonic() >= next_line:
+                        next_line = time.monotonic() + args.every
+                        console.print(
+                            counters_line(running.counts(), state=state),
+                            markup=False,
+                            highlight=False,
+                            soft_wrap=True,
                         )
             ended.cancel()
             stopped.cancel()
@@ -60,4 +77,4 @@ async def run_sync(args: argparse.Namespace) -> int:
     if running.error is not None:
         print(f"querysync sync: {running.error}", file=sys.stderr)
         return 2 if isinstance(running.error, AuthenticationError) else 1
-    return 0
+    return stop.status(0)

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 from rich.table import Table
 
-__all__ = ["ROWS", "counters_table"]
+__all__ = ["LINE", "ROWS", "counters_line", "counters_table"]
 
 # (label, counter name) in the order a reader follows a frame through the stages.
 ROWS: tuple[tuple[str, str], ...] = (
@@ -36,3 +36,22 @@ def counters_table(counts: Mapping[str, int], *, title: str, state: str = "") ->
     for label, name in ROWS:
         table.add_row(label, f"{counts.get(name, 0):,}")
     return table
+
+
+# The few counters a one-line status keeps, (short label, counter name).
+LINE: tuple[tuple[str, str], ...] = (
+    ("frames", "source.frames"),
+    ("changes", "resource_changes"),
+    ("refetched", "cache.fetched"),
+    ("failures", "cache.fetch_failed"),
+    ("rejected", "rejected"),
+    ("resyncs", "source.resyncs"),
+    ("entries", "cache.entries"),
+    ("stale", "cache.stale"),
+)
+
+
+def counters_line(counts: Mapping[str, int], *, state: str = "") -> str:
+    """One line of the counters that matter, for logs and terminals without a live view."""
+    parts = [f"{label} {counts.get(name, 0):,}" for label, name in LINE]
+    return (f"{state}: " if state else "") + ", ".join(parts)
