@@ -208,7 +208,8 @@ def test_inspect_into_a_closed_pipe_is_quiet(cache_dir: Path) -> None:
         stderr=subprocess.PIPE,
         env=ENV,
     )
-    assert inspect.stdout is not None and inspect.stderr is not None
+    assert inspect.stdout is not None
+    assert inspect.stderr is not None
     assert inspect.stdout.readline().startswith(b'{"key": ')
     inspect.stdout.close()
     status = inspect.wait(timeout=30)
