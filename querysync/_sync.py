@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Generator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec
 
 import aiohttp
 from reactivex import abc
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from .sinks import QueryCache
     from .streams import ConnectionState, WebSocketSource
 
-__all__ = ["Sync", "mirrored_keys", "sync"]
+__all__ = ["StartingSync", "Sync", "mirrored_keys", "sync"]
 
 log = logging.getLogger("querysync.sync")
 
@@ -241,6 +242,58 @@ class Sync:
         await self.stop()
 
 
+class StartingSync:
+    """What :func:`sync` returns: await it for the :class:`Sync`, or use it with ``async with``.
+
+    ``running = await sync(...)`` leaves the stopping to the caller (``await
+    running.stop()``); ``async with sync(...) as running:`` stops it when the block
+    ends, however it ends. Either form starts it once: a second await raises.
+    """
+
+    __slots__ = ("_running", "_start")
+
+    def __init__(self, start: Coroutine[Any, Any, Sync]) -> None:
+        self._start = start
+        self._running: Sync | None = None
+
+    def __await__(self) -> Generator[Any, None, Sync]:
+        return self._start.__await__()
+
+    async def __aenter__(self) -> Sync:
+        self._running = await self._start
+        return self._running
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        running, self._running = self._running, None
+        if running is not None:
+            await running.stop()
+
+    def __repr__(self) -> str:
+        state = "not started" if self._running is None else repr(self._running)
+        return f"<StartingSync {state}>"
+
+
+_P = ParamSpec("_P")
+
+
+def _awaitable_or_context(
+    start: Callable[_P, Coroutine[Any, Any, Sync]],
+) -> Callable[_P, StartingSync]:
+    """``start`` made to return a :class:`StartingSync`; its signature and docstring kept."""
+
+    @functools.wraps(start)
+    def starting(*args: _P.args, **kwargs: _P.kwargs) -> StartingSync:
+        return StartingSync(start(*args, **kwargs))
+
+    return starting
+
+
+@_awaitable_or_context
 async def sync(
     ws_url: str,
     api_url: str,
@@ -256,6 +309,9 @@ async def sync(
     on_source: Callable[[WebSocketSource], None] | None = None,
 ) -> Sync:
     """A running :class:`Sync` that keeps a query cache in step with a NodeTool server.
+
+    Both ``running = await sync(...)`` and ``async with sync(...) as running:`` work
+    (the second stops it at the end of the block); see :class:`StartingSync`.
 
     ``ws_url`` is the server's ``/ws`` endpoint, ``api_url`` its REST base. ``cache`` is a
     :class:`querysync.sinks.QueryCache` or a directory to open one in (closed by
