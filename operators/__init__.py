@@ -122,3 +122,13 @@ def expand_keys(
     quietly.
     """
     return expand_keys_(registry)
+
+
+def _claim_public_classes() -> None:
+    # Public classes report this module (help, repr, tracebacks), not the private one.
+    from querysync._public import claim
+
+    claim(__name__, globals(), __all__)
+
+
+_claim_public_classes()

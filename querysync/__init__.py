@@ -45,11 +45,13 @@ from ._model import ChangeEvent, Resource, ResourceChangeUpdate
 from ._nodetool import LIST_KEYS, NodeToolApi, endpoint_for
 from ._pipeline import Pipeline, build_pipeline
 from ._signals import Invalidation, Rejected, Resync
-from ._sync import Sync, sync
+from ._sync import StartingSync, Sync, sync
+from ._types import JSON, CacheStats, PipelineStats, SourceStats, SyncStats
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "JSON",
     "LIST_KEYS",
     "NODETOOL_INTERNAL_TYPES",
     "Agreement",
@@ -58,6 +60,7 @@ __all__ = [
     "CacheCorruptError",
     "CacheError",
     "CacheSecurityError",
+    "CacheStats",
     "ChangeEvent",
     "ConfigurationError",
     "Disagreement",
@@ -66,6 +69,7 @@ __all__ = [
     "KeyRegistry",
     "NodeToolApi",
     "Pipeline",
+    "PipelineStats",
     "QueryKey",
     "QuerySyncError",
     "Rejected",
@@ -74,7 +78,10 @@ __all__ = [
     "ResourceGone",
     "Resync",
     "SourceError",
+    "SourceStats",
+    "StartingSync",
     "Sync",
+    "SyncStats",
     "__version__",
     "audit",
     "build_pipeline",
@@ -84,3 +91,7 @@ __all__ = [
     "nodetool_registry",
     "sync",
 ]
+
+from ._public import claim as _claim
+
+_claim(__name__, globals(), __all__)

@@ -1,7 +1,8 @@
 """The querysync exception tree.
 
     QuerySyncError
-    ├── ConfigurationError        a call that cannot work as written (no scheduler, bad window)
+    ├── ConfigurationError        a call that cannot work as written (no scheduler, bad window);
+    │                             also a ValueError, as a bad argument is in Python
     ├── CacheError
     │   ├── CacheCorruptError     the SQLite file cannot be read as a cache
     │   ├── CacheSecurityError    the directory is writable by others, or a row asks to unpickle
@@ -12,7 +13,9 @@
         └── AuthenticationError   the server closed with 1008: retrying is pointless
 
 Errors from aiohttp, pydantic and sqlite are translated at the boundary with
-``raise ... from exc``; they never leak raw from a public call.
+``raise ... from exc``; they never leak raw from a public call. Each class reports
+``querysync`` as its module (``querysync.ConfigurationError`` in a traceback), where
+it is imported from (set by ``querysync/__init__.py``).
 """
 
 from __future__ import annotations
@@ -35,8 +38,12 @@ class QuerySyncError(Exception):
     """Base of every error querysync raises on purpose."""
 
 
-class ConfigurationError(QuerySyncError):
-    """A call that cannot work as written."""
+class ConfigurationError(QuerySyncError, ValueError):
+    """A call that cannot work as written: a bad argument, or a missing prerequisite.
+
+    It is a ``ValueError`` too, so code that catches the built-in for bad arguments
+    catches it.
+    """
 
 
 class CacheError(QuerySyncError):
@@ -69,3 +76,4 @@ class SourceError(QuerySyncError):
 
 class AuthenticationError(SourceError):
     """The server rejected the credentials (close code 1008)."""
+

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from ._exceptions import ConfigurationError
 from ._model import ResourceChangeUpdate
 
 __all__ = [
@@ -55,7 +56,7 @@ def _as_key(key: str | Iterable[JSONScalar]) -> QueryKey:
         return (key,)
     out = tuple(key)
     if not out:
-        raise ValueError("a query key needs at least one element")
+        raise ConfigurationError("a query key needs at least one element")
     for part in out:
         if part is not None and not isinstance(part, str | int | float | bool):
             raise TypeError(f"query key elements must be JSON scalars, not {type(part).__name__}")
@@ -90,11 +91,16 @@ class KeyRegistry:
         that name one resource; it is only called when the update's id is not empty.
         """
         if not resource_type:
-            raise ValueError("resource_type must not be empty")
+            raise ConfigurationError("resource_type must not be empty")
         if isinstance(general, str):
             general = [general]
         self._rules[resource_type] = _Rule(tuple(_as_key(k) for k in general), specific)
         self._ignored.discard(resource_type)
+
+    def __repr__(self) -> str:
+        types = ", ".join(sorted(self._rules))
+        ignored = len(self._ignored)
+        return f"<KeyRegistry rules for {len(self._rules)} types ({types}); {ignored} ignored>"
 
     def ignore(self, *resource_types: str) -> None:
         """Declare types that map to no key on purpose, so they are not reported as unknown."""

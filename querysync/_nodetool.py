@@ -9,6 +9,7 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 import aiohttp
+from yarl import URL
 
 from ._exceptions import FetchError, ResourceGone
 from ._keys import QueryKey
@@ -108,6 +109,12 @@ class NodeToolApi:
         self._session = session
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._timeout = aiohttp.ClientTimeout(total=timeout)
+
+    def __repr__(self) -> str:
+        # Never the token; not a password in the URL either.
+        base = URL(self.api_url).with_user(None).with_query(None)
+        auth = "with a token" if self._headers else "without a token"
+        return f"<NodeToolApi {str(base)!r} {auth}>"
 
     def register(self, cache: _Registrar) -> None:
         """Register this API as the fetcher of every key shape it can serve."""

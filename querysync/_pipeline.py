@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from reactivex import Observable, abc
 from reactivex import operators as rx_ops
 
 from ._keys import KeyRegistry, nodetool_registry
 from ._signals import Invalidation, Resync
+from ._types import PipelineStats
 from .operators import (
     RejectHandler,
     Stage,
@@ -54,8 +55,12 @@ class Pipeline:
         passed = t["leading"] + t["coalesced"] + t["trailing"] + t["flushed"]
         return self.parse.counts["resource_changes"] - passed
 
+    def stats(self) -> PipelineStats:
+        """What the stages did, under names that say it (:class:`querysync.PipelineStats`)."""
+        return cast(PipelineStats, self.counts())
+
     def counts(self) -> dict[str, int]:
-        """What the stages did, under names that say it: ``rejected``, ``coalesced``, ..."""
+        """:meth:`stats` as a plain dict (the older name, kept)."""
         parse, keys = self.parse.counts, self.keys.counts
         throttle = self.throttle.counts if self.throttle is not None else None
         out = {

@@ -6,9 +6,9 @@ import asyncio
 import functools
 import logging
 import os
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ParamSpec
+from typing import TYPE_CHECKING, Any, ParamSpec, cast
 
 import aiohttp
 from reactivex import abc
@@ -18,6 +18,7 @@ from ._model import Resource, ResourceChangeUpdate
 from ._nodetool import LIST_KEYS, LISTED_TYPES, NodeToolApi, endpoint_for
 from ._pipeline import Pipeline, Refetch, build_pipeline
 from ._signals import Invalidation, Resync
+from ._types import SourceStats, SyncStats
 from .operators import RejectHandler
 
 if TYPE_CHECKING:
@@ -83,6 +84,15 @@ class Sync:
         self._done = asyncio.get_running_loop().create_future()
         self.error: BaseException | None = None
 
+    def __repr__(self) -> str:
+        from yarl import URL
+
+        # The source's URL has no query (where a token may be); drop any userinfo too.
+        feed = URL(self.source.url).with_user(None)
+        mode = "mirror" if self.mirror else "watched keys"
+        state = "stopped" if self._done.done() else str(self.source.state)
+        return f"<Sync {str(feed)!r} -> {self.cache.directory!r} {mode}, {state}>"
+
     def _start(self) -> None:
         # Entries persisted by an earlier run missed every change made while nobody was
         # listening: they are as suspect as after a reconnect, and get the same treatment.
@@ -140,7 +150,7 @@ class Sync:
         threads: list[str] = []
         for (key, resource_type), entry in zip(lists, entries, strict=True):
             body = entry.data if entry is not None else None
-            items = body.get(key[0]) if isinstance(body, dict) else None
+            items = body.get(str(key[0])) if isinstance(body, dict) else None
             for item in items if isinstance(items, list) else ():
                 rid = item.get("id") if isinstance(item, dict) else None
                 if not isinstance(rid, str) or not rid:
@@ -166,14 +176,23 @@ class Sync:
         """Return when the feed has ended for good (an authentication error, a final close)."""
         await asyncio.shield(self._done)
 
+    def stats(self) -> SyncStats:
+        """The source's, the pipeline's and the cache's counters, apart (:class:`SyncStats`)."""
+        return SyncStats(
+            source=cast(SourceStats, dict(self.source.counts)),
+            pipeline=self.pipeline.stats(),
+            cache=self.cache.stats(),
+        )
+
     def counts(self) -> dict[str, int]:
-        """Source, pipeline and cache counters in one flat dict."""
-        out: dict[str, int] = {}
-        for name, value in self.source.counts.items():
-            out[f"source.{name}"] = value
-        out.update(self.pipeline.counts())
-        for name, value in self.cache.stats().items():
-            out[f"cache.{name}"] = value
+        """:meth:`stats` in one flat dict: ``source.frames``, ``frames``, ``cache.fetched``...
+
+        The pipeline's names have no prefix. Kept for the live views and older callers.
+        """
+        stats = self.stats()
+        out = {f"source.{n}": v for n, v in cast(Mapping[str, int], stats["source"]).items()}
+        out.update(cast(Mapping[str, int], stats["pipeline"]))
+        out.update({f"cache.{n}": v for n, v in cast(Mapping[str, int], stats["cache"]).items()})
         return out
 
     async def settle(self, *, quiet: float | None = None) -> None:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from reactivex import abc
 
-from ._exceptions import CacheClosedError
+from ._exceptions import CacheClosedError, ConfigurationError
 from ._keys import QueryKey
 
 if TYPE_CHECKING:
@@ -214,7 +214,7 @@ class RecentEvents:
 
     def __init__(self, cache: QueryCache, *, limit: int = 20) -> None:
         if limit < 1:
-            raise ValueError("limit must be at least 1")
+            raise ConfigurationError("limit must be at least 1")
         self._events: deque[CacheEvent] = deque(maxlen=limit)
         self.seen = 0
         self._subscription: abc.DisposableBase | None = cache.events().subscribe(self._add)
@@ -257,7 +257,7 @@ def recent_events(cache: QueryCache, *, limit: int = 20) -> RecentEvents:
 
 
 def counts_html(
-    counts: Mapping[str, int], *, title: str | None = None, ungrouped: str = "counts"
+    counts: Mapping[str, object], *, title: str | None = None, ungrouped: str = "counts"
 ) -> str:
     """An HTML table of counters, grouped side by side by the prefix before their first dot.
 
@@ -266,7 +266,7 @@ def counts_html(
     appearance, each a two-column table. Zero counters are dimmed, not hidden: "no
     rejections" is worth seeing.
     """
-    groups: dict[str, list[tuple[str, int]]] = {}
+    groups: dict[str, list[tuple[str, object]]] = {}
     for name, value in counts.items():
         group, dot, rest = name.partition(".")
         if dot:
@@ -294,7 +294,7 @@ class CountsTable:
 
     def __init__(
         self,
-        counts: Mapping[str, int] | Callable[[], Mapping[str, int]],
+        counts: Mapping[str, object] | Callable[[], Mapping[str, object]],
         *,
         title: str | None = None,
         ungrouped: str = "counts",
@@ -303,7 +303,7 @@ class CountsTable:
         self.title = title
         self.ungrouped = ungrouped
 
-    def _current(self) -> Mapping[str, int]:
+    def _current(self) -> Mapping[str, object]:
         return self.counts() if callable(self.counts) else self.counts
 
     def __repr__(self) -> str:

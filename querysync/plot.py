@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from reactivex import Observable, abc
 from reactivex.notification import OnCompleted, OnError, OnNext
 
+from ._exceptions import ConfigurationError
 from ._keys import QueryKey
 from ._model import ResourceChangeUpdate
 from ._signals import Invalidation, Resync
@@ -152,7 +153,7 @@ class Timeline:
 
     def __init__(self, *, clock: Callable[[], float] = time.time, limit: int = 100_000) -> None:
         if limit < 1:
-            raise ValueError("limit must be at least 1")
+            raise ConfigurationError("limit must be at least 1")
         self._clock = clock
         self._marks: deque[Mark] = deque(maxlen=limit)
         self._subscriptions: list[abc.DisposableBase] = []
@@ -399,7 +400,7 @@ def plot_marbles(
     figure_cls = _require_figure()
     streams = [list(inputs)] + ([list(outputs)] if outputs is not None else [])
     if len(names) < len(streams):
-        raise ValueError(f"names needs {len(streams)} entries, got {len(names)}")
+        raise ConfigurationError(f"names needs {len(streams)} entries, got {len(names)}")
     fig = figure_cls(figsize=figsize or (9.0, 0.8 + 1.0 * len(streams)), layout="constrained")
     ax = fig.add_subplot()
     if title:

@@ -60,3 +60,13 @@ def apply(
     virtual time with no loop, entries are only marked stale.
     """
     return apply_(cache, refetch, fetch_missing)
+
+
+def _claim_public_classes() -> None:
+    # Public classes report this module (help, repr, tracebacks), not the private one.
+    from querysync._public import claim
+
+    claim(__name__, globals(), __all__)
+
+
+_claim_public_classes()

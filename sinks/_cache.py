@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from collections.abc import Set as AbstractSet
 from dataclasses import replace
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import reactivex
 from reactivex import Observable, abc
@@ -20,6 +20,7 @@ from querysync._exceptions import CacheClosedError, ConfigurationError
 from querysync._keys import JSONScalar, QueryKey
 from querysync._model import ResourceChangeUpdate
 from querysync._signals import Invalidation, Resync
+from querysync._types import JSON, CacheStats
 
 from ._entry import CacheEntry, Record, as_query_key, encode_data, etag_of, parse_json
 from ._events import EVENT_KINDS, Broadcast, CacheEvent, CacheEventKind
@@ -122,9 +123,9 @@ class QueryCache:
         # connection or thread behind.
         policy = RetryPolicy(retries, retry_delay, retry_cap)
         if concurrency < 1 or batch_size < 1:
-            raise ValueError("concurrency and batch_size must be at least 1")
+            raise ConfigurationError("concurrency and batch_size must be at least 1")
         if timeout <= 0 or (max_age is not None and max_age < 0):
-            raise ValueError("timeout must be positive and max_age not negative")
+            raise ConfigurationError("timeout must be positive and max_age not negative")
         with bulk_allocation():
             loaded = load(
                 self._directory, buster=buster, max_age=max_age, timeout=timeout, recover=recover
@@ -310,7 +311,7 @@ class QueryCache:
         self._check_open()
         self._fetchers.register(as_query_key(prefix, allow_empty=True), fetch)
 
-    def watch(self, key: KeyLike) -> Observable[Any]:
+    def watch(self, key: KeyLike) -> Observable[JSON]:
         """An Observable of the data of ``key``: the current data, then every new value.
 
         On subscription it emits the current data, if there is any, and starts a fetch
@@ -386,8 +387,8 @@ class QueryCache:
             return reactivex.empty()
         return self._events.observable()
 
-    def stats(self) -> dict[str, int]:
-        """Counts of what happened and what is.
+    def stats(self) -> CacheStats:
+        """Counts of what happened and what is (:class:`querysync.CacheStats`).
 
         One count per :data:`CacheEventKind`, plus: ``entries``, ``stale``, ``active``
         (watched keys), ``in_flight`` (fetches running or waiting to retry),
@@ -416,7 +417,7 @@ class QueryCache:
             subscriber_errors=self._counts["subscriber_errors"],
             apply_errors=self._counts["apply_errors"],
         )
-        return out
+        return cast(CacheStats, out)  # the keys above are CacheStats's
 
     # -- closing -------------------------------------------------------------------
 
@@ -730,4 +731,4 @@ def _record(key: QueryKey, data: Any, etag: str | None) -> Record:
 
 def _check_refetch(refetch: str) -> None:
     if refetch not in _REFETCH:
-        raise ValueError(f"refetch must be 'active', 'all' or 'none', not {refetch!r}")
+        raise ConfigurationError(f"refetch must be 'active', 'all' or 'none', not {refetch!r}")

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii
 from typing import Any, cast
 
-from querysync._exceptions import CacheCorruptError
+from querysync._exceptions import CacheCorruptError, ConfigurationError
 from querysync._keys import QueryKey
+from querysync._types import JSON
 
 __all__ = [
     "CacheEntry",
@@ -48,7 +49,7 @@ class CacheEntry:
     """
 
     key: QueryKey
-    data: Any
+    data: JSON
     etag: str | None = None
     stale: bool = False
     updated_at: float = 0.0
@@ -99,14 +100,14 @@ def as_query_key(key: Iterable[Any], *, allow_empty: bool = False) -> QueryKey:
         raise TypeError("query key elements must be JSON scalars, not bytes")
     out = tuple(key)
     if not out and not allow_empty:
-        raise ValueError("a query key needs at least one element")
+        raise ConfigurationError("a query key needs at least one element")
     for part in out:
         if part is None:
             continue
         if not isinstance(part, _SCALARS):
             raise TypeError(f"query key elements must be JSON scalars, not {type(part).__name__}")
         if isinstance(part, float) and not math.isfinite(part):
-            raise ValueError(f"query key elements must be finite numbers, not {part!r}")
+            raise ConfigurationError(f"query key elements must be finite numbers, not {part!r}")
     return out
 
 

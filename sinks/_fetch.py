@@ -54,7 +54,7 @@ class RetryPolicy:
 
     def __post_init__(self) -> None:
         if self.retries < 0 or self.delay < 0 or self.cap < 0:
-            raise ValueError("retries, retry_delay and retry_cap must not be negative")
+            raise ConfigurationError("retries, retry_delay and retry_cap must not be negative")
 
     def backoff(self, retry: int) -> float:
         """Seconds to wait before retry number ``retry`` (0 for the first retry)."""
@@ -117,7 +117,7 @@ class FetchScheduler:
 
     def __init__(self, host: FetchHost, policy: RetryPolicy, concurrency: int) -> None:
         if concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
+            raise ConfigurationError("concurrency must be at least 1")
         self._host = host
         self._policy = policy
         self._concurrency = concurrency

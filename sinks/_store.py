@@ -22,6 +22,7 @@ from typing import Final
 
 import diskcache
 
+from querysync._exceptions import ConfigurationError
 from querysync._keys import QueryKey
 
 from ._disk import META_KEY
@@ -73,7 +74,7 @@ class EntryStore:
         on_commit: CommitHook | None = None,
     ) -> None:
         if batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
+            raise ConfigurationError("batch_size must be at least 1")
         self._cache = cache
         self._table = CacheTable(cache)
         self._on_commit = on_commit

@@ -200,3 +200,13 @@ def from_jsonl(
     with :class:`querysync.SourceError`.
     """
     return replay_jsonl_(path, timing, speed, scheduler, on_reject)
+
+
+def _claim_public_classes() -> None:
+    # Public classes report this module (help, repr, tracebacks), not the private one.
+    from querysync._public import claim
+
+    claim(__name__, globals(), __all__)
+
+
+_claim_public_classes()

@@ -50,7 +50,7 @@ class Backoff:
     def base_delay(self, attempt: int) -> float:
         """The delay before attempt ``attempt`` (counted from 1), without jitter."""
         if attempt < 1:
-            raise ValueError(f"attempts are counted from 1, got {attempt}")
+            raise ConfigurationError(f"attempts are counted from 1, got {attempt}")
         try:
             grown = self.initial * self.factor ** (attempt - 1)
         except OverflowError:

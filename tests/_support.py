@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from querysync import LIST_KEYS, QueryKey, endpoint_for, nodetool_registry
+from querysync import JSON, LIST_KEYS, QueryKey, endpoint_for, nodetool_registry
 from querysync.testing import change
 
 
@@ -16,6 +16,12 @@ async def until(predicate: Callable[[], bool], seconds: float = 10.0) -> None:
         # The conditions span processes, the cache and server counters: no one event to await.
         while not predicate():  # noqa: ASYNC110
             await asyncio.sleep(0.01)
+
+
+def obj(data: JSON) -> dict[str, Any]:
+    """``data`` (an entry's JSON) as the object it must be; fails the test otherwise."""
+    assert isinstance(data, dict), data
+    return data
 
 
 def mirrored_keys(snapshot: dict[str, dict[str, Any]]) -> list[QueryKey]:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _support import obj
 
 from querysync import ConfigurationError, QueryKey, ResourceGone
 from querysync.sinks import CacheEvent, QueryCache
@@ -129,7 +130,7 @@ async def test_concurrent_fetches_of_a_key_share_one_call(cache: QueryCache) -> 
     backend.gate.set()
     entries = await asyncio.gather(*waiters)
     assert len(backend.calls) == 1
-    assert all(e is not None and e.data["v"] == 1 for e in entries)
+    assert all(e is not None and obj(e.data)["v"] == 1 for e in entries)
 
 
 async def test_invalidation_during_a_fetch_fetches_exactly_once_more(cache: QueryCache) -> None:
@@ -145,7 +146,7 @@ async def test_invalidation_during_a_fetch_fetches_exactly_once_more(cache: Quer
     assert backend.calls == [W1, W1]
     entry = cache.get(W1)
     assert entry is not None
-    assert (entry.data["v"], entry.stale) == (2, False)
+    assert (obj(entry.data)["v"], entry.stale) == (2, False)
     assert [e.kind for e in events if e.kind == "fetched"] == ["fetched", "fetched"]
 
 
@@ -248,7 +249,7 @@ async def test_retry_then_success(cache: QueryCache) -> None:
     cache.register_fetcher(("workflow",), backend)
     entry = await cache.fetch(W1)
     assert entry is not None
-    assert (entry.data["v"], entry.error) == (1, None)
+    assert (obj(entry.data)["v"], entry.error) == (1, None)
     assert len(backend.calls) == 3
     assert cache.stats()["fetch_retry"] == 2
 

@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 import msgpack
 import pytest
-from _support import mirrored_keys, until
+from _support import mirrored_keys, obj, until
 
 from querysync import (
     LIST_KEYS,
@@ -198,7 +198,7 @@ async def test_sync_mirrors_to_disk_stops_on_sigterm_and_inspect_lists_it(
                     and entry.etag == kept["etag"]
                     and ("workflow", gone["id"]) not in on_disk
                     and listed is not None
-                    and [w["id"] for w in listed.data["workflows"]] == [kept["id"]]
+                    and [w["id"] for w in obj(listed.data)["workflows"]] == [kept["id"]]
                 )
 
             async with asyncio.timeout(START):

@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from _support import obj
 from reactivex.subject import Subject
 from reactivex.testing import TestScheduler
 
@@ -48,11 +49,11 @@ async def test_a_reopened_cache_catches_up_with_changes_made_while_it_was_closed
             cache = second.cache
             entry = cache.get(("workflow", changed["id"]))
             assert entry is not None
-            assert entry.data["name"] == "after"
+            assert obj(entry.data)["name"] == "after"
             assert not entry.stale
             assert cache.get(("workflow", gone["id"])) is None
             assert cache.get(("workflow", born["id"])) is not None
-            listed = {w["id"] for w in cache.get(("workflows",)).data["workflows"]}  # type: ignore[union-attr]
+            listed = {w["id"] for w in obj(cache.get(("workflows",)).data)["workflows"]}  # type: ignore[union-attr]
             assert listed == {kept["id"], changed["id"], born["id"]}
             agreement = await audit(cache, second.api)
             assert agreement.ok, agreement.disagreements

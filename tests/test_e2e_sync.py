@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import msgpack
 import pytest
-from _support import mirrored_keys, until
+from _support import mirrored_keys, obj, until
 
 from querysync import (
     LIST_KEYS,
@@ -135,7 +135,7 @@ async def test_a_rest_write_reaches_the_detail_and_the_list_key(
     assert entry is not None
     assert not entry.stale
     assert entry.data == truth
-    assert entry.data["name"] == "first"
+    assert obj(entry.data)["name"] == "first"
     listed = cache.get(("workflows",))
     assert listed is not None
     assert not listed.stale
@@ -168,7 +168,7 @@ async def test_create_update_delete_leaves_no_entry(
         await settle(running)
         entry = cache.get(("workflow", wid))
         assert entry is not None
-        assert entry.data["name"] == "renamed"
+        assert obj(entry.data)["name"] == "renamed"
     async with session.delete(f"{server.api_url}/api/workflows/{wid}") as response:
         assert response.status == 200
     await until(lambda: running.counts()["resource_changes"] >= 6)
@@ -412,7 +412,7 @@ async def test_without_mirror_only_watched_keys_are_refetched(
     entry = cache.get(("workflow", cached["id"]))
     assert entry is not None
     assert entry.stale
-    assert entry.data["name"] == "cached"
+    assert obj(entry.data)["name"] == "cached"
     listed = cache.get(("workflows",))
     assert listed is not None
     assert listed.stale

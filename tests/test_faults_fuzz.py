@@ -22,7 +22,7 @@ from typing import Any, Literal, TypeVar
 
 import msgpack
 import pytest
-from _support import wire
+from _support import obj, wire
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from reactivex.subject import Subject
@@ -806,7 +806,7 @@ async def test_a_frame_over_the_hard_limit_costs_one_reconnect_and_a_resync(
             entry = cache.get(("workflow", created["id"]))
             assert entry is not None
             assert not entry.stale
-            assert entry.data["description"] == "after the drop"
+            assert obj(entry.data)["description"] == "after the drop"
             agreement = await audit(cache, running.api, expect=LIST_KEYS)
             assert agreement.ok, agreement.disagreements
         finally:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _support import obj
 
 from querysync.sinks import QueryCache
 
@@ -137,8 +138,8 @@ def check_after_kill(directory: Path, rounds: Rounds, where: str) -> None:
             entry = cache.get(key)
             assert entry is not None, (where, key)
             data = entry.data
-            assert data["sha"] == digest(data), (where, key)
-            assert tuple(data["key"]) == key, (where, key)
+            assert obj(data)["sha"] == digest(obj(data)), (where, key)
+            assert tuple(obj(data)["key"]) == key, (where, key)
             rounds.checked += 1
         for past, (last, logs) in rounds.durable.items():
             kept = [k for k in cache.keys(("log", past)) if int(str(k[2])) <= last]

@@ -13,7 +13,7 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 
-from _support import mirrored_keys
+from _support import mirrored_keys, obj
 
 from querysync._audit import audit
 from querysync._nodetool import LIST_KEYS
@@ -146,7 +146,7 @@ async def test_a_backend_that_comes_back_empty_empties_the_cache(tmp_path: Path)
         workflows = cache.get(("workflows",))
         assert workflows is not None
         assert not workflows.stale
-        assert workflows.data["workflows"] == []
+        assert obj(workflows.data)["workflows"] == []
         agreement = await audit(cache, running.api, expect=LIST_KEYS)
         assert agreement.ok, agreement.disagreements[:10]
     finally:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from _support import mirrored_keys
+from _support import mirrored_keys, obj
 
 from querysync import CacheCorruptError, CacheSecurityError
 from querysync._audit import audit
@@ -151,7 +151,7 @@ async def test_pickles_planted_under_a_running_sync_never_run_and_cost_counted_m
         assert running.cache.get(victim) == before
         changed = running.cache.get(other)
         assert changed is not None
-        assert changed.data["description"] == "after tampering"
+        assert obj(changed.data)["description"] == "after tampering"
         assert running.error is None
     finally:
         await backend.stop(running)
@@ -203,7 +203,7 @@ async def test_a_broken_database_is_refused_clearly_by_the_next_sync(
         assert running.error is None
         entry = running.cache.get(workflow)
         assert entry is not None
-        assert entry.data["description"] == "still running"
+        assert obj(entry.data)["description"] == "still running"
     finally:
         await backend.stop(running)
     if damage == "truncated after":

@@ -12,12 +12,14 @@ import pytest
 import querysync
 
 QUERYSYNC_ALL = [
+    "JSON",
     "Agreement",
     "AuthenticationError",
     "CacheClosedError",
     "CacheCorruptError",
     "CacheError",
     "CacheSecurityError",
+    "CacheStats",
     "ChangeEvent",
     "ConfigurationError",
     "Disagreement",
@@ -28,6 +30,7 @@ QUERYSYNC_ALL = [
     "NODETOOL_INTERNAL_TYPES",
     "NodeToolApi",
     "Pipeline",
+    "PipelineStats",
     "QueryKey",
     "QuerySyncError",
     "Rejected",
@@ -36,7 +39,10 @@ QUERYSYNC_ALL = [
     "ResourceGone",
     "Resync",
     "SourceError",
+    "SourceStats",
+    "StartingSync",
     "Sync",
+    "SyncStats",
     "__version__",
     "audit",
     "build_pipeline",

@@ -11,6 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
+from querysync._exceptions import ConfigurationError
 from querysync._model import ChangeEvent
 
 from ._commands import Commands
@@ -76,9 +77,11 @@ class NodeToolServer:
         intervals = {"ping_interval": ping_interval, "stats_interval": stats_interval}
         for name, interval in intervals.items():
             if interval is not None and interval <= 0:
-                raise ValueError(f"{name} must be positive seconds or None, got {interval!r}")
+                raise ConfigurationError(
+                    f"{name} must be positive seconds or None, got {interval!r}"
+                )
         if send_queue_size < 1:
-            raise ValueError("send_queue_size must be at least 1")
+            raise ConfigurationError("send_queue_size must be at least 1")
         self.counts: Counter[str] = Counter()
         self.store = store if store is not None else ResourceStore()
         self._token = token

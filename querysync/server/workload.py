@@ -36,6 +36,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from querysync._exceptions import ConfigurationError
+
 from ._store import InvalidResource, UnknownResource
 
 __all__ = ["WORKLOAD_KINDS", "ResourceWriter", "Workload", "WorkloadKind", "WorkloadReport"]
@@ -147,11 +149,13 @@ class Workload:
     ) -> None:
         unknown = [t for t in types if t not in DEFAULT_TYPES]
         if unknown or not types:
-            raise ValueError(f"types must be a non-empty subset of {DEFAULT_TYPES}, got {types!r}")
+            raise ConfigurationError(
+                f"types must be a non-empty subset of {DEFAULT_TYPES}, got {types!r}"
+            )
         if "message" in types and "thread" not in types:
-            raise ValueError("a workload that writes messages must write threads too")
+            raise ConfigurationError("a workload that writes messages must write threads too")
         if pool_size < 1 or hot_resources < 1 or burst_size < 1:
-            raise ValueError("pool_size, hot_resources and burst_size must be at least 1")
+            raise ConfigurationError("pool_size, hot_resources and burst_size must be at least 1")
         self._server = server
         self._seed = seed
         self._types = tuple(dict.fromkeys(types))
@@ -191,12 +195,12 @@ class Workload:
         skipped ones included, and defaults to ``ceil(seconds * rate)``.
         """
         if kind not in WORKLOAD_KINDS:
-            raise ValueError(f"kind must be one of {WORKLOAD_KINDS}, got {kind!r}")
+            raise ConfigurationError(f"kind must be one of {WORKLOAD_KINDS}, got {kind!r}")
         if not rate > 0 or not seconds >= 0:
-            raise ValueError("rate must be positive and seconds not negative")
+            raise ConfigurationError("rate must be positive and seconds not negative")
         limit = math.ceil(seconds * rate) if max_changes is None else max_changes
         if limit < 0:
-            raise ValueError("max_changes must not be negative")
+            raise ConfigurationError("max_changes must not be negative")
         if self._running:
             raise RuntimeError("this workload is already running")
         self._running = True
