@@ -6,6 +6,7 @@ import asyncio
 import inspect
 import json
 import logging
+import os
 from collections import Counter
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -45,6 +46,8 @@ FINAL_CLOSE_CODES: frozenset[int] = frozenset({1000, 1008, 1009, 1010, 4000, 400
 """Close codes after which the reference client never reconnects."""
 AUTH_CLOSE_CODES: frozenset[int] = frozenset({1008, 4001, 4003})
 """Final close codes that mean "your credentials were refused" (4001/4003 mirror HTTP 401/403)."""
+REFUSED_ATTEMPTS = 3
+"""Handshakes in a row answered with a 4xx (not 401, 403, 408 or 429) before giving up."""
 
 _PREVIEW = 256
 _BINARY = aiohttp.WSMsgType.BINARY
@@ -175,6 +178,7 @@ class WebSocketSource(Observable[_Item]):
         self._run: _Run | None = None
         self._stopper: asyncio.Task[None] | None = None
         self._closed = False
+        self._refused = 0  # handshakes refused in a row with a 4xx: see _connect
 
     def __repr__(self) -> str:
         return f"<WebSocketSource {self._display_url} {self._state.value}>"
@@ -455,13 +459,17 @@ class WebSocketSource(Observable[_Item]):
                     timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=self._close_timeout),
                     **_DECODE_TEXT_KW,
                 )
+                self._refused = 0
                 return ws
         except aiohttp.WSServerHandshakeError as exc:
             if exc.status in (401, 403):
                 raise AuthenticationError(
                     f"{self._display_url} refused the credentials (HTTP {exc.status})"
                 ) from exc
+            self._give_up_on_refusal(exc)
             raise _Retry(f"handshake refused with HTTP {exc.status} {exc.message}") from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise _Retry(_cannot_connect(exc)) from exc
         except aiohttp.InvalidURL as exc:
             raise SourceError(f"invalid WebSocket URL {self._display_url}: {exc}") from exc
         except TimeoutError as exc:
@@ -470,6 +478,23 @@ class WebSocketSource(Observable[_Item]):
             raise _Retry(f"cannot connect: {exc}") from exc
         except RuntimeError as exc:  # "Session is closed": the caller's session is gone
             raise SourceError(f"cannot connect to {self._display_url}: {exc}") from exc
+
+    def _give_up_on_refusal(self, exc: aiohttp.WSServerHandshakeError) -> None:
+        """Raise SourceError once a 4xx (a wrong path, say) has answered REFUSED_ATTEMPTS times.
+
+        A client error does not heal by itself, unlike a 5xx or a refused connection;
+        408 and 429 do (a slow or busy server) and are retried as those are.
+        """
+        if not 400 <= exc.status < 500 or exc.status in (408, 429):
+            return
+        self._refused += 1
+        self._counts["handshake_refused"] += 1
+        if self._refused >= REFUSED_ATTEMPTS:
+            raise SourceError(
+                f"{self._display_url} answered the WebSocket handshake with HTTP "
+                f"{exc.status} {exc.message} {self._refused} times in a row (is the URL "
+                "right?); not reconnecting"
+            ) from exc
 
     async def _receive(self, run: _Run, ws: aiohttp.ClientWebSocketResponse) -> _End | None:
         task = asyncio.current_task()
@@ -616,6 +641,16 @@ class WebSocketSource(Observable[_Item]):
                 observer.on_error(error)
         except Exception:
             self._subscriber_raised()
+
+
+def _cannot_connect(exc: aiohttp.ClientConnectorError) -> str:
+    """Why a connection failed, without aiohttp's ``ssl:default`` (said of ws:// URLs too)."""
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return f"cannot connect: {exc}"
+    error = exc.os_error
+    errno = error.errno
+    reason = os.strerror(errno) if isinstance(errno, int) and errno > 0 else error.strerror
+    return f"cannot connect to {exc.host}:{exc.port}: {reason or error}"
 
 
 def _check_positive(name: str, value: float) -> None:
