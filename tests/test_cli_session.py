@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import signal
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from reactivex.notification import OnNext
 from reactivex.testing import TestScheduler
 from test_cli_commands import ENV, QUERYSYNC, START, WORKFLOW, Command, assert_clean
@@ -115,3 +117,19 @@ async def test_tail_records_a_file_that_from_jsonl_replays_at_its_pace(tmp_path:
     lines = [json.loads(line) for line in record.read_text().splitlines()]
     assert all(set(line) == {"t", "frame"} for line in lines)
 
+
+def test_the_demo_without_a_live_view_prints_its_progress_and_time_left() -> None:
+    done = subprocess.run(
+        [str(QUERYSYNC), "demo", "--seconds", "1.5", "--no-live", "--every", "0.3"],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=45,  # a hang guard below pytest's 60 s, not a speed requirement
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    progress = re.findall(r"^workload ([\d.]+)/1\.5 s, ([\d.]+) s left; ", done.stderr, re.M)
+    assert progress, done.stderr
+    for elapsed, left in progress:
+        assert float(elapsed) + float(left) == pytest.approx(1.5, abs=0.11)  # each rounded
+    assert_clean(done.stderr)

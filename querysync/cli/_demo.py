@@ -12,7 +12,7 @@ from pathlib import Path
 
 from rich.console import Console, Group
 from rich.live import Live
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
 from querysync._audit import Agreement, audit
@@ -97,8 +97,7 @@ def _progress(console: Console) -> Progress:
     return Progress(
         TextColumn("workload"),
         BarColumn(),
-        TextColumn("{task.completed:.1f}/{task.total:.1f} s"),
-        TimeRemainingColumn(),
+        TextColumn("{task.completed:.1f}/{task.total:.1f} s, {task.fields[left]:.1f} s left"),
         console=console,
         auto_refresh=False,
     )
@@ -115,7 +114,7 @@ async def _drive(
     task = asyncio.ensure_future(workload.run(seconds=args.seconds, rate=args.rate, kind="mixed"))
     live = Live(console=console, refresh_per_second=4) if live_view else None
     progress = _progress(console)
-    bar = progress.add_task("workload", total=args.seconds)
+    bar = progress.add_task("workload", total=args.seconds, left=args.seconds)
     began = time.monotonic()
     next_line = began + args.every
     with stop_on_signals() as stop, live if live is not None else contextlib.nullcontext():
@@ -124,7 +123,8 @@ async def _drive(
                 workload.stop()
             await asyncio.wait({task}, timeout=0.25)
             elapsed = min(time.monotonic() - began, args.seconds)
-            progress.update(bar, completed=elapsed)
+            left = max(args.seconds - elapsed, 0.0)
+            progress.update(bar, completed=elapsed, left=left)
             if live is not None:
                 live.update(
                     Group(
@@ -139,7 +139,6 @@ async def _drive(
                 )
             elif time.monotonic() >= next_line and not task.done():
                 next_line = time.monotonic() + args.every
-                left = max(args.seconds - elapsed, 0.0)
                 console.print(
                     f"workload {elapsed:.1f}/{args.seconds:.1f} s, {left:.1f} s left; "
                     + counters_line(running.counts(), state=str(running.source.state)),
