@@ -17,10 +17,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from reactivex.notification import OnNext
 from reactivex.testing import TestScheduler
-from test_cli_commands import ENV, QUERYSYNC, START, WORKFLOW, Command, assert_clean
+from test_cli_commands import ENV, QUERYSYNC, START, WORKFLOW, Command, assert_clean, free_port
 
 from querysync.server import NodeToolServer
 from querysync.streams import from_jsonl
@@ -133,3 +134,46 @@ def test_the_demo_without_a_live_view_prints_its_progress_and_time_left() -> Non
     for elapsed, left in progress:
         assert float(elapsed) + float(left) == pytest.approx(1.5, abs=0.11)  # each rounded
     assert_clean(done.stderr)
+
+
+async def test_serve_and_tail_take_the_token_from_the_environment() -> None:
+    port = free_port()
+    env = {**ENV, "QUERYSYNC_TOKEN": "env-t0ken", "QUERYSYNC_SERVER": f"http://127.0.0.1:{port}"}
+    async with command_with(env, "serve", "--port", str(port)) as serve:
+        assert f"127.0.0.1:{port}" in await serve.line()
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{port}/api/workflows/") as response:
+                assert response.status == 401  # serve requires the environment's token
+            async with command_with(env, "tail") as tail:
+                bearer = {"Authorization": "Bearer env-t0ken"}
+                created: list[str] = []
+                change: dict[str, Any] | None = None
+                async with asyncio.timeout(START):
+                    # tail connects in its own time: write until it shows a change.
+                    while change is None:
+                        async with session.post(
+                            f"http://127.0.0.1:{port}/api/workflows/", json=WORKFLOW, headers=bearer
+                        ) as response:
+                            assert response.status == 200
+                            created.append((await response.json())["id"])
+                        with contextlib.suppress(TimeoutError):
+                            change = json.loads(await tail.line(0.5))
+                assert change["resource"]["id"] in created
+                status, _, stderr = await tail.stop(signal.SIGTERM)
+        assert status == 0, stderr
+        assert_clean(stderr)
+        await serve.stop(signal.SIGTERM)
+
+
+async def test_sync_on_a_wrong_path_ends_with_a_clear_error() -> None:
+    async with NodeToolServer(ping_interval=None, stats_interval=None) as s:
+        argv = ("tail", "--ws", f"{s.api_url}/no-such-path")
+        async with command_with(ENV, *argv) as cmd:
+            status, _, stderr = await cmd.finish(START)
+    assert status == 1, stderr
+    lines = stderr.splitlines()
+    # Each refused try is one warning; the last line says why it gave up.
+    assert lines[-1].startswith("querysync tail: ")
+    assert "HTTP 404" in lines[-1]
+    assert "is the URL right?" in lines[-1]
+    assert_clean(stderr)

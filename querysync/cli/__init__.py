@@ -43,8 +43,24 @@ USAGE = 2
 FAILURE = 1
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults appended to each option's help; descriptions and examples kept as written."""
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Each option's default after its help; descriptions and examples kept as written.
+
+    Only defaults that say something: not for flags, options without a default, or
+    help that already names where the default comes from.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            default in (None, False, argparse.SUPPRESS)
+            or "default" in text
+            or action.option_strings == []
+            or isinstance(action, argparse._CountAction)
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -125,18 +141,27 @@ def _parser() -> _Parser:
         "querysync demo --seconds 10 --rate 300",
     )
     demo.add_argument(
-        "--seconds", type=number(minimum=0, unit="s"), default=6.0, help="workload duration, s"
+        "--seconds",
+        type=number(minimum=0, unit="s"),
+        default=6.0,
+        metavar="S",
+        help="workload duration, s",
     )
     demo.add_argument(
-        "--rate", type=number(minimum=0, inclusive=False), default=150.0, help="changes per second"
+        "--rate",
+        type=number(minimum=0, inclusive=False),
+        default=150.0,
+        metavar="N",
+        help="changes per second",
     )
     demo.add_argument(
         "--window",
         type=number(minimum=0, unit="s"),
         default=0.25,
+        metavar="S",
         help="throttle window, s (0: no throttle)",
     )
-    demo.add_argument("--seed", type=int, default=1, help="workload seed")
+    demo.add_argument("--seed", type=int, default=1, metavar="N", help="workload seed")
     demo.add_argument(
         "--no-live", action="store_true", help="progress lines instead of a live view"
     )
@@ -144,6 +169,7 @@ def _parser() -> _Parser:
         "--every",
         type=number(minimum=0, inclusive=False, unit="s"),
         default=2.0,
+        metavar="S",
         help="seconds between progress lines without a live view",
     )
 
@@ -158,12 +184,13 @@ def _parser() -> _Parser:
         "querysync sync --server http://127.0.0.1:7777 --cache ./cache",
     )
     _add_server(syn, api=True)
-    syn.add_argument("--cache", required=True, help="cache directory (created 0700)")
+    syn.add_argument("--cache", required=True, metavar="DIR", help="cache directory (created 0700)")
     _add_token(syn, "API token, sent as Authorization: Bearer")
     syn.add_argument(
         "--window",
         type=number(minimum=0, unit="s"),
         default=0.25,
+        metavar="S",
         help="throttle window, s (0: no throttle)",
     )
     syn.add_argument(
@@ -175,6 +202,7 @@ def _parser() -> _Parser:
         "--every",
         type=number(minimum=0, inclusive=False, unit="s"),
         default=5.0,
+        metavar="S",
         help="seconds between counter lines without a live view",
     )
 
