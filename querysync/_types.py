@@ -1,5 +1,11 @@
 """The types of what querysync hands out: JSON data, and the stats snapshots.
 
+One spelling for counters: ``stats()`` is a method returning a typed snapshot
+(:meth:`QueryCache.stats`, :meth:`Pipeline.stats`, :meth:`Sync.stats`); ``counts`` is
+the raw, live ``Counter`` of one stage or source (``stage.counts``,
+``source.counts``). ``Sync.counts()`` and ``Pipeline.counts()``, the older flat forms,
+still work.
+
 The stats TypedDicts are ``total=False`` so that a new counter is one more key here
 (add it with a line saying what it counts) and no caller breaks; every key listed is
 present in what the methods return unless its docstring says otherwise.

@@ -121,7 +121,9 @@ def _parser() -> _Parser:
         prog="querysync",
         description="Keep a disk-backed query cache in step with a NodeTool backend's feed.",
         epilog="examples:\n  querysync demo\n  querysync sync --server http://127.0.0.1:7777 "
-        "--cache ./cache\n  querysync inspect ./cache",
+        "--cache ./cache\n  querysync inspect ./cache\n\n"
+        "exit status: 0 done (SIGTERM is a clean stop), 1 a runtime failure, 2 bad usage\n"
+        "or refused credentials, 130 interrupted (Ctrl-C).",
         formatter_class=_Formatter,
     )
     parser.add_argument("--version", action="version", version=f"querysync {_version()}")
