@@ -6,6 +6,7 @@ time (issue 12 item 7); --version, --help, --server and the environment (issue 1
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from test_cli_commands import ENV, QUERYSYNC
 
 from querysync import __version__
 from querysync.cli import main
+from querysync.cli._args import resolve_endpoints
 from querysync.sinks import QueryCache
 
 WS, API = "ws://127.0.0.1:9/ws", "http://127.0.0.1:9"
@@ -217,3 +219,22 @@ def test_inspect_into_a_closed_pipe_is_quiet(cache_dir: Path) -> None:
     inspect.stderr.close()
     assert err == ""
     assert status == 0
+
+
+@pytest.mark.parametrize(
+    ("server", "ws", "api"),
+    [
+        ("http://127.0.0.1:7777", "ws://127.0.0.1:7777/ws", "http://127.0.0.1:7777"),
+        ("https://example.org/", "wss://example.org/ws", "https://example.org"),
+        ("http://h:1/nodetool/", "ws://h:1/nodetool/ws", "http://h:1/nodetool"),
+        ("ws://h:1", "ws://h:1/ws", "http://h:1"),
+    ],
+)
+def test_server_derives_both_urls_and_explicit_flags_win(server: str, ws: str, api: str) -> None:
+    parser = argparse.ArgumentParser()
+    args = argparse.Namespace(server=server, ws=None, api=None)
+    resolve_endpoints(args, parser, need_api=True, environ={})
+    assert (args.ws, args.api) == (ws, api)
+    args = argparse.Namespace(server=None, ws="ws://other:2/feed", api=None)
+    resolve_endpoints(args, parser, need_api=True, environ={"QUERYSYNC_SERVER": server})
+    assert (args.ws, args.api) == ("ws://other:2/feed", api)
