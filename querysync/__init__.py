@@ -32,6 +32,7 @@ from ._exceptions import (
     QuerySyncError,
     ResourceGone,
     SourceError,
+    TokenSourceError,
 )
 from ._keys import (
     NODETOOL_INTERNAL_TYPES,
@@ -46,6 +47,7 @@ from ._nodetool import LIST_KEYS, NodeToolApi, endpoint_for
 from ._pipeline import Pipeline, build_pipeline
 from ._signals import Invalidation, Rejected, Resync
 from ._sync import Sync, sync
+from ._token import TokenSource
 
 __version__ = "0.1.0"
 
@@ -75,6 +77,8 @@ __all__ = [
     "Resync",
     "SourceError",
     "Sync",
+    "TokenSource",
+    "TokenSourceError",
     "__version__",
     "audit",
     "build_pipeline",

@@ -18,8 +18,15 @@ from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 from yarl import URL
 
-from querysync._exceptions import AuthenticationError, ConfigurationError, SourceError
+from querysync._exceptions import (
+    AuthenticationError,
+    ConfigurationError,
+    SourceError,
+    TokenSourceError,
+)
+from querysync._redact import redact
 from querysync._signals import Rejected, Resync
+from querysync._token import TokenProvider, TokenSource
 from querysync.operators._decode import RejectHandler, decode_frame, report_rejection
 
 from ._backoff import Backoff
@@ -60,6 +67,10 @@ _DECODE_TEXT_KW: dict[str, Any] = (
 
 class _Retry(Exception):
     """A connection attempt failed in a way the next attempt may not repeat."""
+
+
+class _Refused(Exception):
+    """The handshake was refused with HTTP 401 or 403: the credentials, not the network."""
 
 
 @dataclass
@@ -103,7 +114,7 @@ class WebSocketSource(Observable[_Item]):
         self,
         url: str | URL,
         *,
-        token: str | None,
+        token: TokenSource | TokenProvider | None,
         token_in_query: bool,
         session: aiohttp.ClientSession | None,
         headers: Mapping[str, str] | None,
@@ -112,6 +123,7 @@ class WebSocketSource(Observable[_Item]):
         connect_timeout: float,
         close_timeout: float,
         backoff: Backoff,
+        healthy_after: float,
         max_attempts: int | None,
         heartbeat: float | None,
         final_close_codes: Collection[int],
@@ -131,6 +143,8 @@ class WebSocketSource(Observable[_Item]):
             _check_positive("silence_timeout", silence_timeout)
         if heartbeat is not None:
             _check_positive("heartbeat", heartbeat)
+        if not healthy_after >= 0:
+            raise ConfigurationError(f"healthy_after must be >= 0 seconds, got {healthy_after}")
         if max_attempts is not None and max_attempts < 1:
             raise ConfigurationError(f"max_attempts must be at least 1 or None, got {max_attempts}")
         if mode not in ("binary", "text"):
@@ -138,13 +152,13 @@ class WebSocketSource(Observable[_Item]):
         if token_in_query and not token:
             raise ConfigurationError("token_in_query=True needs a token")
 
-        self._display_url = str(target.with_query(None))
+        self._tokens = token if isinstance(token, TokenProvider) else TokenProvider(token or None)
+        self._token_in_query = token_in_query
+        # Userinfo (ws://user:password@host) is a credential too: never shown.
+        self._display_url = redact(target.with_query(None))
         self._headers = dict(headers or {})
-        if token and token_in_query:
-            target = target.update_query(api_key=token)
-        elif token:
-            self._headers["Authorization"] = f"Bearer {token}"
         self._url = target
+        self._healthy_after = healthy_after
         self._session = session
         self._max_msg_size = max_msg_size
         # aiohttp's own limit is only a memory guard: a frame over it costs the
@@ -179,6 +193,9 @@ class WebSocketSource(Observable[_Item]):
     def __repr__(self) -> str:
         return f"<WebSocketSource {self._display_url} {self._state.value}>"
 
+    def _redact(self, text: object) -> str:
+        return redact(text, self._tokens.secrets)
+
     @property
     def url(self) -> str:
         """The URL connected to, without its query (which may hold the token)."""
@@ -191,7 +208,10 @@ class WebSocketSource(Observable[_Item]):
         ``attempts``, ``connections``, ``reconnects``, ``resyncs``, ``drops``, ``silent``,
         ``frames``, ``bytes``, ``text``, ``binary``, ``pings``, ``pongs``, ``messages``,
         ``rejected``, ``oversize``, ``oversize_dropped``, ``subscriber_errors``,
-        ``on_reject_errors``; a name appears once its count is above zero.
+        ``on_reject_errors``, ``token_errors`` (the token source failed an attempt),
+        ``auth_refused`` (credentials refused), ``token_refreshes`` (a refused or
+        expired token led to one more try with the source's next answer); a name
+        appears once its count is above zero.
         """
         counts = self._counts.copy()
         for name, value in (
@@ -354,7 +374,9 @@ class WebSocketSource(Observable[_Item]):
             outcome = exc
         except Exception as exc:
             log.exception("the WebSocket source for %s failed", self._display_url)
-            outcome = SourceError(f"the WebSocket source for {self._display_url} failed: {exc!r}")
+            outcome = SourceError(
+                self._redact(f"the WebSocket source for {self._display_url} failed: {exc!r}")
+            )
             outcome.__cause__ = exc
         finally:
             if owned and session is not None:
@@ -385,18 +407,29 @@ class WebSocketSource(Observable[_Item]):
         failed = 0  # attempts in a row that gave no good connection: for max_attempts
         connected_before = False
         reason = ""
+        # The credentials were refused and this attempt carries the source's next
+        # answer: a second refusal is final.
+        retrying_refused = False
+        clock = asyncio.get_running_loop().time
         while not run.stopping:
             self._state.set(
                 ConnectionState.RECONNECTING if reconnect else ConnectionState.CONNECTING
             )
             self._counts["attempts"] += 1
             seen_before = self._activity()
+            delay: float | None = None
+            lasted = 0.0
             try:
-                ws = await self._connect(session)
+                ws = await self._connect(session, first=not (reconnect or connected_before))
             except _Retry as exc:
                 end = _End(str(exc))
+            except _Refused as exc:
+                self._refused(str(exc), retrying_refused)
+                retrying_refused = True
+                end, delay = _End(str(exc)), 0.0
             else:
                 run.ws = ws
+                connected_at = clock()
                 try:
                     if run.stopping:
                         return
@@ -412,16 +445,34 @@ class WebSocketSource(Observable[_Item]):
                 finally:
                     run.ws = None
                     await ws.close()
+                lasted = clock() - connected_at
                 if ended is None:
                     return
-                if self._is_final(ended):
+                if ended.code in AUTH_CLOSE_CODES and ended.code in self._final_close_codes:
+                    if self._activity() > seen_before:
+                        # Frames came first, so the token was taken: it has expired or
+                        # been revoked since. Worth the source's next answer, without
+                        # growing the backoff (a token that lives 3 s is no failure).
+                        self._refused(ended.reason, False)
+                        retrying_refused = False
+                        delay = self._backoff.delay(1)
+                    else:
+                        self._refused(ended.reason, retrying_refused)
+                        retrying_refused, delay = True, 0.0
+                elif self._is_final(ended):
                     return
+                else:
+                    retrying_refused = False
                 end = ended
                 self._counts["drops"] += 1
             reason = end.reason
-            # A good connection delivered at least one frame; only _receive counts them.
             if self._activity() > seen_before:
-                reconnect = failed = 0
+                failed = 0
+                # Only a connection that stayed up healthy_after seconds starts the
+                # schedule again: a server that closes right after one frame would
+                # otherwise be reconnected (and resynced in full) about once a second.
+                if lasted >= self._healthy_after:
+                    reconnect = 0
             else:
                 failed += 1
             if self._max_attempts is not None and failed >= self._max_attempts:
@@ -431,7 +482,8 @@ class WebSocketSource(Observable[_Item]):
                 )
             reconnect += 1
             self._state.set(ConnectionState.RECONNECTING)
-            delay = self._backoff.delay(reconnect)
+            if delay is None:
+                delay = self._backoff.delay(reconnect)
             log.warning(
                 "WebSocket %s: %s; reconnecting in %.2f s (attempt %d)",
                 self._display_url,
@@ -441,12 +493,50 @@ class WebSocketSource(Observable[_Item]):
             )
             await asyncio.sleep(delay)
 
-    async def _connect(self, session: aiohttp.ClientSession) -> aiohttp.ClientWebSocketResponse:
+    def _refused(self, reason: str, retrying: bool) -> None:
+        """Count refused credentials; raise unless the token source may give better ones."""
+        self._counts["auth_refused"] += 1
+        if self._tokens.fixed:
+            raise AuthenticationError(
+                f"{self._display_url} rejected the credentials ({reason}); not reconnecting"
+            )
+        if retrying:
+            raise AuthenticationError(
+                f"{self._display_url} rejected the credentials again after a refresh of "
+                f"the token ({reason}); not reconnecting"
+            )
+        self._counts["token_refreshes"] += 1
+        log.warning(
+            "WebSocket %s rejected the token (%s); asking the token source again",
+            self._display_url,
+            reason,
+        )
+
+    async def _target(self, first: bool) -> tuple[URL, dict[str, str]]:
+        """The URL and handshake headers of one attempt, with the source's current token."""
+        try:
+            # A source is asked at every attempt: a token file rotated since the last
+            # connection is read again, not only after a refusal. The first attempt
+            # takes a token just asked for (by REST, or a caller checking the source).
+            token = await (self._tokens.current() if first else self._tokens.refresh())
+        except TokenSourceError as exc:
+            self._counts["token_errors"] += 1
+            raise _Retry(str(exc)) from exc
+        if not token:
+            return self._url, self._headers
+        if self._token_in_query:
+            return self._url.update_query(api_key=token), self._headers
+        return self._url, {**self._headers, "Authorization": f"Bearer {token}"}
+
+    async def _connect(
+        self, session: aiohttp.ClientSession, *, first: bool
+    ) -> aiohttp.ClientWebSocketResponse:
+        url, headers = await self._target(first)
         try:
             async with asyncio.timeout(self._connect_timeout):
                 ws: aiohttp.ClientWebSocketResponse = await session.ws_connect(
-                    self._url,
-                    headers=self._headers,
+                    url,
+                    headers=headers,
                     max_msg_size=self._hard_max_msg_size,
                     heartbeat=self._heartbeat,
                     # Pings must reach the receive loop: they are frames, and they prove
@@ -458,18 +548,22 @@ class WebSocketSource(Observable[_Item]):
                 return ws
         except aiohttp.WSServerHandshakeError as exc:
             if exc.status in (401, 403):
-                raise AuthenticationError(
-                    f"{self._display_url} refused the credentials (HTTP {exc.status})"
-                ) from exc
-            raise _Retry(f"handshake refused with HTTP {exc.status} {exc.message}") from exc
+                raise _Refused(f"HTTP {exc.status}") from exc
+            raise _Retry(
+                self._redact(f"handshake refused with HTTP {exc.status} {exc.message}")
+            ) from exc
         except aiohttp.InvalidURL as exc:
-            raise SourceError(f"invalid WebSocket URL {self._display_url}: {exc}") from exc
+            raise SourceError(
+                self._redact(f"invalid WebSocket URL {self._display_url}: {exc}")
+            ) from exc
         except TimeoutError as exc:
             raise _Retry(f"no connection within {self._connect_timeout} s") from exc
         except (aiohttp.ClientError, OSError) as exc:
-            raise _Retry(f"cannot connect: {exc}") from exc
+            raise _Retry(self._redact(f"cannot connect: {exc}")) from exc
         except RuntimeError as exc:  # "Session is closed": the caller's session is gone
-            raise SourceError(f"cannot connect to {self._display_url}: {exc}") from exc
+            raise SourceError(
+                self._redact(f"cannot connect to {self._display_url}: {exc}")
+            ) from exc
 
     async def _receive(self, run: _Run, ws: aiohttp.ClientWebSocketResponse) -> _End | None:
         task = asyncio.current_task()
@@ -500,7 +594,7 @@ class WebSocketSource(Observable[_Item]):
                     self._counts["pongs"] += 1
                 elif kind is aiohttp.WSMsgType.CLOSE:
                     code = int(msg.data)
-                    detail = f": {msg.extra}" if msg.extra else ""
+                    detail = f": {self._redact(msg.extra)}" if msg.extra else ""
                     return _End(f"close code {code}{detail}", code=code)
                 elif kind is aiohttp.WSMsgType.ERROR:
                     error = msg.data
@@ -509,7 +603,7 @@ class WebSocketSource(Observable[_Item]):
                         return _End(
                             f"a frame over the hard limit of {self._hard_max_msg_size} bytes"
                         )
-                    return _End(f"connection error: {error}")
+                    return _End(self._redact(f"connection error: {error}"))
                 else:  # CLOSING or CLOSED: the connection is gone, or we are closing it
                     if run.stopping:
                         return None

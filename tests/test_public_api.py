@@ -37,6 +37,8 @@ QUERYSYNC_ALL = [
     "Resync",
     "SourceError",
     "Sync",
+    "TokenSource",
+    "TokenSourceError",
     "__version__",
     "audit",
     "build_pipeline",

@@ -339,23 +339,54 @@ async def test_backoff_grows_is_capped_and_max_attempts_gives_up(servers: Serve)
     assert source.state is ConnectionState.FAILED
 
 
-async def test_backoff_starts_again_after_a_good_connection(servers: Serve) -> None:
+@pytest.mark.parametrize("code", [None, 1001, 1011], ids=["cut", "1001", "1011"])
+async def test_short_connections_back_off_like_failures(servers: Serve, code: int | None) -> None:
+    # Issue 12.10: a server that ends every connection right after one frame used to
+    # reset the backoff each time (every delay was the first one), so a client came
+    # back, and resynced in full, about once a second for ever.
     async def script(request: web.Request, n: int) -> web.StreamResponse:
         ws = await server.accept(request)
         await ws.send_bytes(packed({"type": f"m{n}"}))
+        if code is None:
+            assert request.transport is not None
+            request.transport.close()
+        else:
+            await ws.close(code=code, message=b"bye")
+        return ws
+
+    server = await servers(script)
+    backoff = RecordingBackoff(initial=0.01, factor=2.0, max_delay=0.05, jitter=0.0)
+    source = websocket(server.url, backoff=backoff, healthy_after=30.0)
+    seen, _ = await watch(source)
+    await seen.count(5)
+    await source.close()
+    assert types(seen.items)[:7] == ["m1", "RESYNC", "m2", "RESYNC", "m3", "RESYNC", "m4"]
+    assert backoff.asked[:4] == [1, 2, 3, 4]
+    assert [r.attempt for r in seen.items if isinstance(r, Resync)][:4] == [1, 2, 3, 4]
+    assert source.counts["resyncs"] >= 4
+
+
+async def test_backoff_starts_again_after_a_healthy_connection(servers: Serve) -> None:
+    async def script(request: web.Request, n: int) -> web.StreamResponse:
+        ws = await server.accept(request)
+        await ws.send_bytes(packed({"type": f"m{n}"}))
+        if n % 2 == 0:
+            # Every second connection stays up past healthy_after before it drops.
+            await asyncio.sleep(0.15)
+            await ws.send_bytes(packed({"type": f"m{n}-later"}))
         assert request.transport is not None
         request.transport.close()
         return ws
 
     server = await servers(script)
     backoff = RecordingBackoff(initial=0.01, factor=2.0, max_delay=0.05, jitter=0.0)
-    source = websocket(server.url, backoff=backoff)
+    source = websocket(server.url, backoff=backoff, healthy_after=0.1)
     seen, _ = await watch(source)
-    await seen.count(4)
+    await seen.count(8)
     await source.close()
-    assert types(seen.items)[:7] == ["m1", "RESYNC", "m2", "RESYNC", "m3", "RESYNC", "m4"]
-    assert set(backoff.asked) == {1}
-    assert [r.attempt for r in seen.items if isinstance(r, Resync)][:3] == [1, 1, 1]
+    # After 1 (short): the first delay. After 2 (healthy): the first again. After 3
+    # (short, following a reset): the first grows to the second. And so on.
+    assert backoff.asked[:5] == [1, 1, 2, 1, 2]
 
 
 async def test_connection_refused_ends_with_source_error_not_aiohttp() -> None:

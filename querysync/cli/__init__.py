@@ -51,6 +51,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=7777, help="port (default 7777)")
     serve.add_argument("--token", default=None, help="require this token")
+    # The token flags live in one module (and one hunk here) so that they merge easily.
+    from ._token_args import add_serve_token_args, add_token_args
+
+    add_token_args(syn)
+    add_token_args(tail)
+    add_serve_token_args(serve)
     return parser
 
 

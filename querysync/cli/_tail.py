@@ -12,13 +12,14 @@ from querysync import AuthenticationError, Resync
 from querysync.streams import websocket
 
 from ._signals import stop_on_signals
+from ._token_args import token_provider
 
 __all__ = ["run_tail"]
 
 
 async def run_tail(args: argparse.Namespace) -> int:
     """Print messages until interrupted; 2 on an authentication error."""
-    source = websocket(args.ws, token=args.token)
+    source = websocket(args.ws, token=await token_provider(args))
     failed: list[BaseException] = []
     done = asyncio.Event()
 
