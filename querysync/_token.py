@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import os
+import signal
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -170,6 +172,12 @@ class TokenFile:
         return token
 
 
+async def _kill(process: asyncio.subprocess.Process) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    await process.wait()
+
+
 class TokenCommand:
     """A token source that runs a shell command; its standard output, trimmed, is the token.
 
@@ -198,6 +206,9 @@ class TokenCommand:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
+                # Its own process group: a timeout kills the shell's children too, which
+                # would otherwise hold the pipes (and this call) open until they end.
+                start_new_session=True,
             )
         except OSError as exc:
             raise TokenSourceError(f"cannot run the token command {shown!r}: {exc}") from exc
@@ -205,14 +216,12 @@ class TokenCommand:
             async with asyncio.timeout(self.timeout):
                 out, err = await process.communicate()
         except TimeoutError:
-            process.kill()
-            await process.wait()
+            await _kill(process)
             raise TokenSourceError(
                 f"the token command {shown!r} gave no token within {self.timeout} s"
             ) from None
         except asyncio.CancelledError:
-            process.kill()
-            await process.wait()
+            await _kill(process)
             raise
         token = out.decode("utf-8", "replace").strip()
         if process.returncode != 0:

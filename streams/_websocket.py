@@ -151,6 +151,12 @@ class WebSocketSource(Observable[_Item]):
             raise ConfigurationError(f'mode must be "binary" or "text", got {mode!r}')
         if token_in_query and not token:
             raise ConfigurationError("token_in_query=True needs a token")
+        if token and not token_in_query and (target.user or target.password):
+            # aiohttp sends URL userinfo as the Authorization header, the token's place.
+            raise ConfigurationError(
+                "a URL with user:password@ and a Bearer token cannot go together; "
+                "use token_in_query=True or drop one"
+            )
 
         self._tokens = token if isinstance(token, TokenProvider) else TokenProvider(token or None)
         self._token_in_query = token_in_query

@@ -522,6 +522,155 @@ async def test_token_in_query_is_sent_as_api_key(servers: Serve) -> None:
     await source.close()
 
 
+def bearer(request: web.Request) -> str:
+    return request.headers.get("Authorization", "").removeprefix("Bearer ")
+
+
+class Tokens:
+    """A token source that hands out the given answers in turn (the last one for ever)."""
+
+    def __init__(self, *answers: str | Exception) -> None:
+        self.answers = list(answers)
+        self.calls = 0
+
+    async def __call__(self) -> str:
+        answer = self.answers[min(self.calls, len(self.answers) - 1)]
+        self.calls += 1
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+async def test_a_refused_token_from_a_source_is_refreshed_once_and_the_feed_goes_on(
+    servers: Serve,
+) -> None:
+    async def script(request: web.Request, n: int) -> web.StreamResponse:
+        ws = await server.accept(request)
+        if bearer(request) != "fresh-token-2":
+            await ws.close(code=aiohttp.WSCloseCode.POLICY_VIOLATION, message=b"Token expired")
+            return ws
+        await ws.send_bytes(packed({"type": "hello"}))
+        return await server.hold(ws)
+
+    server = await servers(script)
+    tokens = Tokens("stale-token-1", "fresh-token-2")
+    source = websocket(server.url, token=tokens, backoff=FAST)
+    seen, _ = await watch(source)
+    await seen.until(lambda c: c.ended or len(c.messages) == 1)
+    assert seen.error is None
+    assert seen.messages == [{"type": "hello"}]
+    assert [bearer(r) for r in server.requests] == ["stale-token-1", "fresh-token-2"]
+    counts = source.counts
+    assert (counts["auth_refused"], counts["token_refreshes"], tokens.calls) == (1, 1, 2)
+    await source.close()
+
+
+async def test_a_second_refusal_after_a_refresh_is_final(servers: Serve) -> None:
+    async def script(request: web.Request, n: int) -> web.StreamResponse:
+        ws = await server.accept(request)
+        await ws.close(code=aiohttp.WSCloseCode.POLICY_VIOLATION, message=b"Token expired")
+        return ws
+
+    server = await servers(script)
+    tokens = Tokens("expired-token-x")
+    source = websocket(server.url, token=tokens, backoff=FAST)
+    seen, _ = await watch(source)
+    await seen.until(lambda c: c.ended)
+    assert isinstance(seen.error, AuthenticationError)
+    assert "again after a refresh" in str(seen.error)
+    assert "expired-token-x" not in str(seen.error)
+    assert len(server.requests) == 2
+    assert (tokens.calls, source.counts["token_refreshes"]) == (2, 1)
+    assert source.state is ConnectionState.FAILED
+
+
+async def test_a_handshake_401_with_a_source_is_refreshed_once(servers: Serve) -> None:
+    async def script(request: web.Request, n: int) -> web.StreamResponse:
+        if bearer(request) != "new-token":
+            return web.Response(status=401, text="no")
+        ws = await server.accept(request)
+        await ws.send_bytes(packed({"type": "in"}))
+        return await server.hold(ws)
+
+    server = await servers(script)
+    tokens = Tokens("old-token", "new-token")
+    source = websocket(server.url, token=tokens, backoff=FAST)
+    seen, _ = await watch(source)
+    await seen.count(1)
+    assert source.counts["token_refreshes"] == 1
+    await source.close()
+
+
+async def test_a_1008_after_frames_is_an_expiry_and_every_expiry_gets_the_next_token(
+    servers: Serve,
+) -> None:
+    async def script(request: web.Request, n: int) -> web.StreamResponse:
+        ws = await server.accept(request)
+        if bearer(request) != f"token-{n}":
+            await ws.close(code=aiohttp.WSCloseCode.POLICY_VIOLATION, message=b"Invalid")
+            return ws
+        await ws.send_bytes(packed({"type": f"m{n}"}))
+        if n < 4:  # the token expires while the connection is open
+            await ws.close(code=aiohttp.WSCloseCode.POLICY_VIOLATION, message=b"Token expired")
+            return ws
+        return await server.hold(ws)
+
+    server = await servers(script)
+    tokens = Tokens("token-1", "token-2", "token-3", "token-4")
+    source = websocket(server.url, token=tokens, backoff=FAST)
+    seen, _ = await watch(source)
+    await seen.until(lambda c: c.ended or len(c.messages) == 4)
+    assert seen.error is None
+    assert types(seen.items) == ["m1", "RESYNC", "m2", "RESYNC", "m3", "RESYNC", "m4"]
+    assert source.counts["token_refreshes"] == 3
+    await source.close()
+
+
+async def test_a_failing_token_source_fails_the_attempt_not_the_stream(servers: Serve) -> None:
+    async def script(request: web.Request, n: int) -> web.StreamResponse:
+        ws = await server.accept(request)
+        await ws.send_bytes(packed({"type": "hello"}))
+        return await server.hold(ws)
+
+    server = await servers(script)
+    tokens = Tokens(RuntimeError("vault sealed"), OSError("no network"), "finally-a-token")
+    source = websocket(server.url, token=tokens, backoff=FAST)
+    seen, _ = await watch(source)
+    await seen.until(lambda c: c.ended or len(c.messages) == 1)
+    assert seen.error is None
+    assert source.counts["token_errors"] == 2
+    assert [bearer(r) for r in server.requests] == ["finally-a-token"]
+    await source.close()
+
+
+async def test_a_password_in_the_url_never_reaches_the_logs(
+    servers: Serve, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Issue 12.6: ws://user:SECRET@host/ws was printed in every reconnect warning.
+    async def script(request: web.Request, n: int) -> web.StreamResponse:
+        ws = await server.accept(request)
+        await ws.send_bytes(packed({"type": f"m{n}"}))
+        assert request.transport is not None
+        request.transport.close()
+        return ws
+
+    server = await servers(script)
+    url = server.url.replace("ws://", "ws://user:PASSW0RD-xyz@")
+    caplog.set_level("DEBUG", logger="querysync")
+    source = websocket(url, backoff=FAST, token=Tokens("TOKEN-abc-123"), token_in_query=True)
+    seen, _ = await watch(source)
+    await seen.count(3)
+    assert source.counts["drops"] >= 2
+    assert "reconnecting" in caplog.text
+    await source.close()
+    shown = caplog.text + repr(source) + source.url + "".join(
+        r.reason for r in seen.items if isinstance(r, Resync)
+    )
+    assert "PASSW0RD" not in shown
+    assert "TOKEN-abc" not in shown
+    assert "127.0.0.1" in caplog.text  # the host is still there to read
+
+
 # -- silence ------------------------------------------------------------------------------
 
 
