@@ -424,6 +424,7 @@ class WebSocketSource(Observable[_Item]):
             self._counts["attempts"] += 1
             seen_before = self._activity()
             delay: float | None = None
+            expired = False
             lasted = 0.0
             try:
                 ws = await self._connect(session, first=not (reconnect or connected_before))
@@ -461,7 +462,7 @@ class WebSocketSource(Observable[_Item]):
                         # growing the backoff (a token that lives 3 s is no failure).
                         self._refused(ended.reason, False)
                         retrying_refused = False
-                        delay = self._backoff.delay(1)
+                        expired, delay = True, self._backoff.delay(1)
                     else:
                         self._refused(ended.reason, retrying_refused)
                         retrying_refused, delay = True, 0.0
@@ -486,7 +487,8 @@ class WebSocketSource(Observable[_Item]):
                     f"gave up on {self._display_url} after {failed} failed connection "
                     f"attempt(s); last: {reason}"
                 )
-            reconnect += 1
+            # An expiry is no failure: the schedule stays where it was.
+            reconnect = max(reconnect, 1) if expired else reconnect + 1
             self._state.set(ConnectionState.RECONNECTING)
             if delay is None:
                 delay = self._backoff.delay(reconnect)
