@@ -443,6 +443,7 @@ class WebSocketSource(Observable[_Item]):
                     self._counts["connections"] += 1
                     self._state.set(ConnectionState.CONNECTED)
                     log.info("WebSocket %s connected", self._display_url)
+                    had_connection = connected_before
                     if connected_before:
                         self._counts["reconnects"] += 1
                         self._counts["resyncs"] += 1
@@ -466,6 +467,8 @@ class WebSocketSource(Observable[_Item]):
                     else:
                         self._refused(ended.reason, retrying_refused)
                         retrying_refused, delay = True, 0.0
+                        # Refused at once: no connection was had, so none to resync after.
+                        connected_before = had_connection
                 elif self._is_final(ended):
                     return
                 else:

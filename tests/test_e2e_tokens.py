@@ -1,4 +1,4 @@
-"""Credentials that expire: a sync outlives its tokens (issue 15), in-process and on the command line."""
+"""Credentials that expire (issue 15): a sync outlives its tokens, in-process and from the CLI."""
 
 from __future__ import annotations
 
@@ -102,7 +102,7 @@ async def test_a_sync_outlives_several_tokens_and_agrees_with_the_server(
 
 
 async def test_a_source_that_keeps_an_expired_token_ends_after_exactly_one_refresh(
-    cache: QueryCache,
+    tmp_path: Path,
 ) -> None:
     clock = Clock()
     server = NodeToolServer(token_ttl=60.0, ping_interval=None, stats_interval=None)
@@ -117,7 +117,8 @@ async def test_a_source_that_keeps_an_expired_token_ends_after_exactly_one_refre
             calls += 1
             return expired
 
-        running = await start(server, cache, source)
+        # A cache of its own: stop() then finishes its fetches before closing the session.
+        running = await start(server, tmp_path / "cache", source)  # type: ignore[arg-type]
         try:
             async with asyncio.timeout(START):
                 await running.wait_closed()
@@ -191,14 +192,14 @@ async def test_a_failing_token_command_is_one_clear_line(tmp_path: Path) -> None
     command = f"{shlex.quote(sys.executable)} -c {shlex.quote(code)}"
     ws, api = "ws://127.0.0.1:9/ws", "http://127.0.0.1:9"
     cache = str(tmp_path / "cache")
-    status, out, err = await run(
+    status, _, err = await run(
         "sync", "--ws", ws, "--api", api, "--cache", cache, "--token-command", command
     )
     assert status == 1, err
     assert err.count("\n") == 1, err
     assert err.startswith("querysync sync: the token command ")
     assert "exited with status 3: vault is sealed" in err
-    assert not Path(cache).exists()  # nothing was started
+    assert not await asyncio.to_thread(Path(cache).exists)  # nothing was started
 
 
 async def test_sync_with_an_expired_token_file_exits_2_after_one_refresh(tmp_path: Path) -> None:

@@ -165,7 +165,7 @@ async def test_a_failing_token_command_names_its_status_and_last_error_line() ->
 
 async def test_a_hung_token_command_is_killed_at_its_timeout() -> None:
     command = TokenCommand(python("import time; time.sleep(30)"), timeout=0.3)
-    with pytest.raises(TokenSourceError, match="gave no token within 0.3 s"):
+    with pytest.raises(TokenSourceError, match=r"gave no token within 0\.3 s"):
         await command()
 
 
