@@ -62,7 +62,8 @@ class NodeToolServer:
     ``frames_sent`` (and ``binary_frames_sent``, ``text_frames_sent``), ``frames_received``,
     ``resource_changes`` (store changes announced, each counted once however many clients
     got it), ``internal_changes``, ``connections``, ``auth_rejected``, ``invalid_messages``,
-    ``commands``, ``slow_clients_dropped``, ``rest_requests``, ``rest_unauthorized``.
+    ``commands``, ``slow_clients_dropped``, ``rest_requests``, ``rest_unauthorized``,
+    ``tokens_expired`` (open /ws connections closed because their token expired).
     Every method must be called from the event loop's thread.
     """
 
