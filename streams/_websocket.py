@@ -134,7 +134,7 @@ class WebSocketSource(Observable[_Item]):
         target = URL(url)
         if target.scheme not in ("ws", "wss", "http", "https"):
             raise ConfigurationError(
-                f"a WebSocket URL needs ws://, wss://, http:// or https://, got {url}"
+                f"a WebSocket URL needs ws://, wss://, http:// or https://, got {redact(url)}"
             )
         _check_positive("max_msg_size", max_msg_size)
         _check_positive("connect_timeout", connect_timeout)

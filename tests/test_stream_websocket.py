@@ -1041,3 +1041,10 @@ async def test_a_live_recording_replays_as_received(servers: Serve, tmp_path: Pa
     from_jsonl(tmp_path / "tail.jsonl").subscribe(replayed.append)
     assert replayed == seen.items
     assert len(replayed) == 2
+
+
+def test_a_bad_url_error_hides_its_credentials() -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        websocket("ftp://user:PASSW0RD@host/ws?api_key=K3Y-secret")
+    assert "PASSW0RD" not in str(raised.value)
+    assert "K3Y-secret" not in str(raised.value)
