@@ -636,13 +636,12 @@ class WebSocketSource(Observable[_Item]):
         return self._frames + self._counts["pings"] + self._counts["pongs"]
 
     def _is_final(self, end: _End) -> bool:
-        """True if the server closed normally; raises for the other final codes."""
+        """True if the server closed normally; raises for the other final codes.
+
+        The credential codes never get here: :meth:`_refused` decides about them.
+        """
         if end.code is None or end.code not in self._final_close_codes:
             return False
-        if end.code in AUTH_CLOSE_CODES:
-            raise AuthenticationError(
-                f"{self._display_url} rejected the credentials ({end.reason}); not reconnecting"
-            )
         if end.code == aiohttp.WSCloseCode.OK:
             return True
         raise SourceError(
