@@ -32,6 +32,7 @@ from ._exceptions import (
     QuerySyncError,
     ResourceGone,
     SourceError,
+    TokenSourceError,
 )
 from ._keys import (
     NODETOOL_INTERNAL_TYPES,
@@ -46,6 +47,7 @@ from ._nodetool import LIST_KEYS, NodeToolApi, endpoint_for
 from ._pipeline import Pipeline, build_pipeline
 from ._signals import Invalidation, Rejected, Resync
 from ._sync import StartingSync, Sync, sync
+from ._token import TokenSource
 from ._types import JSON, CacheStats, PipelineStats, SourceStats, SyncStats
 
 __version__ = "0.1.0"
@@ -82,6 +84,8 @@ __all__ = [
     "StartingSync",
     "Sync",
     "SyncStats",
+    "TokenSource",
+    "TokenSourceError",
     "__version__",
     "audit",
     "build_pipeline",

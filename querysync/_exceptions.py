@@ -9,8 +9,9 @@
     │   └── CacheClosedError      the cache was used after close()
     ├── FetchError                a fetcher failed (wraps the cause; the entry keeps its data)
     │   └── ResourceGone          the server answered 404: the resource no longer exists
-    └── SourceError               a stream source gave up
-        └── AuthenticationError   the server closed with 1008: retrying is pointless
+    ├── SourceError               a stream source gave up
+    │   └── AuthenticationError   the server closed with 1008: retrying is pointless
+    └── TokenSourceError          a token source failed (one attempt fails, not the stream)
 
 Errors from aiohttp, pydantic and sqlite are translated at the boundary with
 ``raise ... from exc``; they never leak raw from a public call. Each class reports
@@ -31,6 +32,7 @@ __all__ = [
     "QuerySyncError",
     "ResourceGone",
     "SourceError",
+    "TokenSourceError",
 ]
 
 
@@ -77,3 +79,6 @@ class SourceError(QuerySyncError):
 class AuthenticationError(SourceError):
     """The server rejected the credentials (close code 1008)."""
 
+
+class TokenSourceError(QuerySyncError):
+    """A token source raised, timed out or gave no token; the attempt that asked fails."""

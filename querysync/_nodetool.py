@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -11,8 +12,10 @@ from urllib.parse import quote
 import aiohttp
 from yarl import URL
 
-from ._exceptions import FetchError, ResourceGone
+from ._exceptions import FetchError, ResourceGone, TokenSourceError
 from ._keys import QueryKey
+from ._redact import redact
+from ._token import TokenProvider, TokenSource
 
 __all__ = [
     "LISTED_TYPES",
@@ -93,8 +96,12 @@ class NodeToolApi:
     """Fetches query keys from a NodeTool server's REST API over one aiohttp session.
 
     ``api_url`` is the server's base (``http://127.0.0.1:7777``); ``token`` is sent as
-    ``Authorization: Bearer``, the only form the REST API accepts. ``timeout`` is the
-    total time for one request, in seconds (default 10).
+    ``Authorization: Bearer``, the only form the REST API accepts. It is a string or a
+    :data:`querysync.TokenSource` (or a provider shared with the WebSocket source): its
+    answer is cached, and a 401 asks the source once more and repeats the request once
+    with the new token; a second 401 is a :class:`querysync.FetchError` for that fetch
+    only. ``timeout`` is the total time for one request, in seconds (default 10).
+    ``counts``: ``unauthorized`` (401 answers), ``token_refreshes``, ``token_errors``.
     """
 
     def __init__(
@@ -102,19 +109,45 @@ class NodeToolApi:
         api_url: str,
         session: aiohttp.ClientSession,
         *,
-        token: str | None = None,
+        token: TokenSource | TokenProvider | None = None,
         timeout: float = 10.0,
     ) -> None:
         self.api_url = api_url.rstrip("/")
         self._session = session
-        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._tokens = token if isinstance(token, TokenProvider) else TokenProvider(token or None)
         self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self.counts: Counter[str] = Counter()
+
+    # -- credentials: the only part of a request that depends on the token -----------
+
+    async def _auth_headers(self, path: str) -> dict[str, str]:
+        """The headers of one request: ``Authorization`` with the current token, if any."""
+        try:
+            token = await self._tokens.current()
+        except TokenSourceError as exc:
+            self.counts["token_errors"] += 1
+            raise FetchError(f"GET {path}: {exc}") from exc
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+    async def _after_401(self, path: str, used: dict[str, str]) -> dict[str, str] | None:
+        """Headers with the source's next token after a 401, or None if no retry can help."""
+        self.counts["unauthorized"] += 1
+        if self._tokens.fixed:
+            return None
+        rejected = used.get("Authorization", "").removeprefix("Bearer ") or None
+        try:
+            token = await self._tokens.refresh(rejected)
+        except TokenSourceError as exc:
+            self.counts["token_errors"] += 1
+            raise FetchError(f"GET {path}: HTTP 401, and {exc}") from exc
+        self.counts["token_refreshes"] += 1
+        return {"Authorization": f"Bearer {token}"} if token else {}
 
     def __repr__(self) -> str:
         # Never the token; not a password in the URL either.
-        base = URL(self.api_url).with_user(None).with_query(None)
-        auth = "with a token" if self._headers else "without a token"
-        return f"<NodeToolApi {str(base)!r} {auth}>"
+        base = redact(str(URL(self.api_url).with_user(None).with_query(None)))
+        auth = "without a token" if self._tokens.source is None else "with a token"
+        return f"<NodeToolApi {base!r} {auth}>"
 
     def register(self, cache: _Registrar) -> None:
         """Register this API as the fetcher of every key shape it can serve."""
@@ -131,16 +164,12 @@ class NodeToolApi:
         if path is None:
             raise FetchError(f"no NodeTool endpoint serves {key!r}")
         url = self.api_url + path
-        try:
-            async with self._session.get(
-                url, headers=self._headers, timeout=self._timeout
-            ) as response:
-                body = await response.read()
-                status = response.status
-        except TimeoutError as exc:
-            raise FetchError(f"GET {path}: timed out") from exc
-        except aiohttp.ClientError as exc:
-            raise FetchError(f"GET {path}: {exc.__class__.__name__}: {exc}") from exc
+        headers = await self._auth_headers(path)
+        status, body = await self._get(url, path, headers)
+        if status == 401:
+            retry = await self._after_401(path, headers)
+            if retry is not None:
+                status, body = await self._get(url, path, retry)
         if status == 404:
             raise ResourceGone(f"GET {path}: 404 not found")
         if status >= 400:
@@ -149,3 +178,14 @@ class NodeToolApi:
             return json.loads(body)
         except ValueError as exc:
             raise FetchError(f"GET {path}: malformed JSON ({exc})") from exc
+
+    async def _get(self, url: str, path: str, headers: dict[str, str]) -> tuple[int, bytes]:
+        try:
+            async with self._session.get(url, headers=headers, timeout=self._timeout) as response:
+                return response.status, await response.read()
+        except TimeoutError as exc:
+            raise FetchError(f"GET {path}: timed out") from exc
+        except aiohttp.ClientError as exc:
+            # aiohttp's messages may hold the URL, and with it userinfo or a query token.
+            detail = redact(f"{exc.__class__.__name__}: {exc}", self._tokens.secrets)
+            raise FetchError(f"GET {path}: {detail}") from exc

@@ -18,6 +18,7 @@ from ._model import Resource, ResourceChangeUpdate
 from ._nodetool import LIST_KEYS, LISTED_TYPES, NodeToolApi, endpoint_for
 from ._pipeline import Pipeline, Refetch, build_pipeline
 from ._signals import Invalidation, Resync
+from ._token import TokenProvider, TokenSource
 from ._types import SourceStats, SyncStats
 from .operators import RejectHandler
 
@@ -191,6 +192,7 @@ class Sync:
         """
         stats = self.stats()
         out = {f"source.{n}": v for n, v in cast(Mapping[str, int], stats["source"]).items()}
+        out.update({f"api.{n}": v for n, v in self.api.counts.items()})
         out.update(cast(Mapping[str, int], stats["pipeline"]))
         out.update({f"cache.{n}": v for n, v in cast(Mapping[str, int], stats["cache"]).items()})
         return out
@@ -318,7 +320,7 @@ async def sync(
     api_url: str,
     cache: QueryCache | str | os.PathLike[str],
     *,
-    token: str | None = None,
+    token: TokenSource | TokenProvider | None = None,
     window: float | None = 0.25,
     mirror: bool = True,
     registry: KeyRegistry | None = None,
@@ -338,6 +340,9 @@ async def sync(
     ``registry`` defaults to :func:`querysync.nodetool_registry`. ``session`` is an
     aiohttp session to use for both the WebSocket and REST (not closed by ``stop()``).
     ``source_options`` go to :func:`querysync.streams.websocket` (backoff, timeouts...).
+    ``token`` is a string or a :data:`querysync.TokenSource`, shared by the WebSocket
+    (asked at every connection attempt) and REST (asked again after a 401): see
+    :func:`querysync.streams.websocket` and :class:`querysync.NodeToolApi`.
     """
     from .sinks import QueryCache
     from .streams import websocket
@@ -353,10 +358,12 @@ async def sync(
     try:
         if http is None:
             http = aiohttp.ClientSession()
-        api = NodeToolApi(api_url, http, token=token)
+        # One provider for both: a token the WebSocket was given serves REST at once.
+        tokens = token if isinstance(token, TokenProvider) else TokenProvider(token or None)
+        api = NodeToolApi(api_url, http, token=tokens)
         api.register(qc)
         source = websocket(
-            ws_url, token=token, session=http, on_reject=on_reject, **(source_options or {})
+            ws_url, token=tokens, session=http, on_reject=on_reject, **(source_options or {})
         )
         if on_source is not None:
             on_source(source)

@@ -16,6 +16,7 @@ import aiohttp
 from reactivex import abc
 from yarl import URL
 
+from querysync._token import TokenProvider, TokenSource
 from querysync.operators._decode import RejectHandler
 
 from ._backoff import Backoff
@@ -47,7 +48,7 @@ __all__ = [
 def websocket(
     url: str | URL,
     *,
-    token: str | None = None,
+    token: TokenSource | TokenProvider | None = None,
     token_in_query: bool = False,
     session: aiohttp.ClientSession | None = None,
     headers: Mapping[str, str] | None = None,
@@ -56,6 +57,7 @@ def websocket(
     connect_timeout: float = 10.0,
     close_timeout: float = 5.0,
     backoff: Backoff | None = None,
+    healthy_after: float = 10.0,
     max_attempts: int | None = None,
     heartbeat: float | None = None,
     final_close_codes: Collection[int] = FINAL_CLOSE_CODES,
@@ -84,7 +86,12 @@ def websocket(
 
     Authentication: ``token`` is sent as ``Authorization: Bearer <token>``, or as the
     ``?api_key=<token>`` query parameter with ``token_in_query=True`` (for servers
-    reached through something that drops headers). The token is never logged.
+    reached through something that drops headers). It is a string, or a
+    :data:`querysync.TokenSource` callable (plain, run in a worker thread, or async)
+    asked for the current token at every connection attempt; a source that raises
+    fails that attempt only (counted as ``token_errors``, then the usual backoff).
+    Credentials (the token, URL userinfo such as ``ws://user:pw@host``, ``api_key=``)
+    are never logged: every log line, error and repr goes through one redaction.
 
     Reconnection: a connection that is lost, refused, closed with a code outside
     ``final_close_codes``, or silent for ``silence_timeout`` seconds (no frame at all,
@@ -92,17 +99,24 @@ def websocket(
     looks every quarter of it, so a silent connection is dropped after 1 to 1.25 times
     ``silence_timeout``, and the timeout costs nothing per frame) is reconnected after
     ``backoff.delay(n)`` seconds for the n-th attempt (default :class:`Backoff`:
-    1 s * 1.5^(n-1) capped at 30 s, plus jitter). The count starts again after a good
-    connection, one that delivered at least one frame. After every reconnection (not
+    1 s * 1.5^(n-1) capped at 30 s, plus jitter). The schedule starts again only after a
+    healthy connection, one that delivered frames and stayed up at least
+    ``healthy_after`` seconds (default 10): a server that closes right after each
+    frame is backed off like one that refuses. After every reconnection (not
     the first connection) a :class:`querysync.Resync` is emitted before any message
     of the new connection, since changes sent in between are lost.
 
     The end: the stream ends only on one of ``final_close_codes`` (default 1000, 1008,
     1009, 1010, 4000, 4001, 4003), after ``max_attempts`` attempts in a row without a
-    good connection (default: never gives up), or by :meth:`WebSocketSource.close`.
-    Close code 1000 completes the stream (state ``closed``). Codes 1008, 4001 and
-    4003, or a handshake refused with HTTP 401/403, end it with
-    :class:`querysync.AuthenticationError` carrying the server's reason; the other
+    connection that delivered a frame (default: never gives up), or by
+    :meth:`WebSocketSource.close`. Close code 1000 completes the stream (state
+    ``closed``). Codes 1008, 4001 and 4003, or a handshake refused with HTTP 401/403,
+    end it with :class:`querysync.AuthenticationError` carrying the server's reason
+    when the token is a string. With a token source they lead to one more attempt
+    with the source's next answer (``token_refreshes``), at once; only a second
+    refusal in a row is final. A connection that delivered frames before its 1008
+    had its token accepted (it expired since): it is always worth another attempt
+    (after ``backoff.delay(1)``, without growing the backoff). The other
     final codes and giving up end it with :class:`querysync.SourceError` (state
     ``failed``). aiohttp's exceptions never reach ``on_error``.
 
@@ -129,6 +143,7 @@ def websocket(
         connect_timeout=connect_timeout,
         close_timeout=close_timeout,
         backoff=backoff if backoff is not None else Backoff(),
+        healthy_after=healthy_after,
         max_attempts=max_attempts,
         heartbeat=heartbeat,
         final_close_codes=final_close_codes,

@@ -19,8 +19,15 @@ from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 from yarl import URL
 
-from querysync._exceptions import AuthenticationError, ConfigurationError, SourceError
+from querysync._exceptions import (
+    AuthenticationError,
+    ConfigurationError,
+    SourceError,
+    TokenSourceError,
+)
+from querysync._redact import redact
 from querysync._signals import Rejected, Resync
+from querysync._token import TokenProvider, TokenSource
 from querysync.operators._decode import RejectHandler, decode_frame, report_rejection
 
 from ._backoff import Backoff
@@ -65,6 +72,10 @@ class _Retry(Exception):
     """A connection attempt failed in a way the next attempt may not repeat."""
 
 
+class _Refused(Exception):
+    """The handshake was refused with HTTP 401 or 403: the credentials, not the network."""
+
+
 @dataclass
 class _End:
     """How one connection, or one attempt to connect, ended when it was not on our request."""
@@ -106,7 +117,7 @@ class WebSocketSource(Observable[_Item]):
         self,
         url: str | URL,
         *,
-        token: str | None,
+        token: TokenSource | TokenProvider | None,
         token_in_query: bool,
         session: aiohttp.ClientSession | None,
         headers: Mapping[str, str] | None,
@@ -115,6 +126,7 @@ class WebSocketSource(Observable[_Item]):
         connect_timeout: float,
         close_timeout: float,
         backoff: Backoff,
+        healthy_after: float,
         max_attempts: int | None,
         heartbeat: float | None,
         final_close_codes: Collection[int],
@@ -125,7 +137,7 @@ class WebSocketSource(Observable[_Item]):
         target = URL(url)
         if target.scheme not in ("ws", "wss", "http", "https"):
             raise ConfigurationError(
-                f"a WebSocket URL needs ws://, wss://, http:// or https://, got {url}"
+                f"a WebSocket URL needs ws://, wss://, http:// or https://, got {redact(url)}"
             )
         _check_positive("max_msg_size", max_msg_size)
         _check_positive("connect_timeout", connect_timeout)
@@ -134,20 +146,28 @@ class WebSocketSource(Observable[_Item]):
             _check_positive("silence_timeout", silence_timeout)
         if heartbeat is not None:
             _check_positive("heartbeat", heartbeat)
+        if not healthy_after >= 0:
+            raise ConfigurationError(f"healthy_after must be >= 0 seconds, got {healthy_after}")
         if max_attempts is not None and max_attempts < 1:
             raise ConfigurationError(f"max_attempts must be at least 1 or None, got {max_attempts}")
         if mode not in ("binary", "text"):
             raise ConfigurationError(f'mode must be "binary" or "text", got {mode!r}')
         if token_in_query and not token:
             raise ConfigurationError("token_in_query=True needs a token")
+        if token and not token_in_query and (target.user or target.password):
+            # aiohttp sends URL userinfo as the Authorization header, the token's place.
+            raise ConfigurationError(
+                "a URL with user:password@ and a Bearer token cannot go together; "
+                "use token_in_query=True or drop one"
+            )
 
-        self._display_url = str(target.with_query(None))
+        self._tokens = token if isinstance(token, TokenProvider) else TokenProvider(token or None)
+        self._token_in_query = token_in_query
+        # Userinfo (ws://user:password@host) is a credential too: never shown.
+        self._display_url = redact(target.with_query(None))
         self._headers = dict(headers or {})
-        if token and token_in_query:
-            target = target.update_query(api_key=token)
-        elif token:
-            self._headers["Authorization"] = f"Bearer {token}"
         self._url = target
+        self._healthy_after = healthy_after
         self._session = session
         self._max_msg_size = max_msg_size
         # aiohttp's own limit is only a memory guard: a frame over it costs the
@@ -178,10 +198,13 @@ class WebSocketSource(Observable[_Item]):
         self._run: _Run | None = None
         self._stopper: asyncio.Task[None] | None = None
         self._closed = False
-        self._refused = 0  # handshakes refused in a row with a 4xx: see _connect
+        self._refused_in_row = 0  # handshakes refused in a row with a 4xx: see _connect
 
     def __repr__(self) -> str:
         return f"<WebSocketSource {self._display_url} {self._state.value}>"
+
+    def _redact(self, text: object) -> str:
+        return redact(text, self._tokens.secrets)
 
     @property
     def url(self) -> str:
@@ -195,7 +218,10 @@ class WebSocketSource(Observable[_Item]):
         ``attempts``, ``connections``, ``reconnects``, ``resyncs``, ``drops``, ``silent``,
         ``frames``, ``bytes``, ``text``, ``binary``, ``pings``, ``pongs``, ``messages``,
         ``rejected``, ``oversize``, ``oversize_dropped``, ``subscriber_errors``,
-        ``on_reject_errors``; a name appears once its count is above zero.
+        ``on_reject_errors``, ``token_errors`` (the token source failed an attempt),
+        ``auth_refused`` (credentials refused), ``token_refreshes`` (a refused or
+        expired token led to one more try with the source's next answer); a name
+        appears once its count is above zero.
         """
         counts = self._counts.copy()
         for name, value in (
@@ -358,7 +384,9 @@ class WebSocketSource(Observable[_Item]):
             outcome = exc
         except Exception as exc:
             log.exception("the WebSocket source for %s failed", self._display_url)
-            outcome = SourceError(f"the WebSocket source for {self._display_url} failed: {exc!r}")
+            outcome = SourceError(
+                self._redact(f"the WebSocket source for {self._display_url} failed: {exc!r}")
+            )
             outcome.__cause__ = exc
         finally:
             if owned and session is not None:
@@ -389,24 +417,37 @@ class WebSocketSource(Observable[_Item]):
         failed = 0  # attempts in a row that gave no good connection: for max_attempts
         connected_before = False
         reason = ""
+        # The credentials were refused and this attempt carries the source's next
+        # answer: a second refusal is final.
+        retrying_refused = False
+        clock = asyncio.get_running_loop().time
         while not run.stopping:
             self._state.set(
                 ConnectionState.RECONNECTING if reconnect else ConnectionState.CONNECTING
             )
             self._counts["attempts"] += 1
             seen_before = self._activity()
+            delay: float | None = None
+            expired = False
+            lasted = 0.0
             try:
-                ws = await self._connect(session)
+                ws = await self._connect(session, first=not (reconnect or connected_before))
             except _Retry as exc:
                 end = _End(str(exc))
+            except _Refused as exc:
+                self._refused(str(exc), retrying_refused)
+                retrying_refused = True
+                end, delay = _End(str(exc)), 0.0
             else:
                 run.ws = ws
+                connected_at = clock()
                 try:
                     if run.stopping:
                         return
                     self._counts["connections"] += 1
                     self._state.set(ConnectionState.CONNECTED)
                     log.info("WebSocket %s connected", self._display_url)
+                    had_connection = connected_before
                     if connected_before:
                         self._counts["reconnects"] += 1
                         self._counts["resyncs"] += 1
@@ -416,16 +457,36 @@ class WebSocketSource(Observable[_Item]):
                 finally:
                     run.ws = None
                     await ws.close()
+                lasted = clock() - connected_at
                 if ended is None:
                     return
-                if self._is_final(ended):
+                if ended.code in AUTH_CLOSE_CODES and ended.code in self._final_close_codes:
+                    if self._activity() > seen_before:
+                        # Frames came first, so the token was taken: it has expired or
+                        # been revoked since. Worth the source's next answer, without
+                        # growing the backoff (a token that lives 3 s is no failure).
+                        self._refused(ended.reason, False)
+                        retrying_refused = False
+                        expired, delay = True, self._backoff.delay(1)
+                    else:
+                        self._refused(ended.reason, retrying_refused)
+                        retrying_refused, delay = True, 0.0
+                        # Refused at once: no connection was had, so none to resync after.
+                        connected_before = had_connection
+                elif self._is_final(ended):
                     return
+                else:
+                    retrying_refused = False
                 end = ended
                 self._counts["drops"] += 1
             reason = end.reason
-            # A good connection delivered at least one frame; only _receive counts them.
             if self._activity() > seen_before:
-                reconnect = failed = 0
+                failed = 0
+                # Only a connection that stayed up healthy_after seconds starts the
+                # schedule again: a server that closes right after one frame would
+                # otherwise be reconnected (and resynced in full) about once a second.
+                if lasted >= self._healthy_after:
+                    reconnect = 0
             else:
                 failed += 1
             if self._max_attempts is not None and failed >= self._max_attempts:
@@ -433,9 +494,11 @@ class WebSocketSource(Observable[_Item]):
                     f"gave up on {self._display_url} after {failed} failed connection "
                     f"attempt(s); last: {reason}"
                 )
-            reconnect += 1
+            # An expiry is no failure: the schedule stays where it was.
+            reconnect = max(reconnect, 1) if expired else reconnect + 1
             self._state.set(ConnectionState.RECONNECTING)
-            delay = self._backoff.delay(reconnect)
+            if delay is None:
+                delay = self._backoff.delay(reconnect)
             log.warning(
                 "WebSocket %s: %s; reconnecting in %.2f s (attempt %d)",
                 self._display_url,
@@ -445,12 +508,50 @@ class WebSocketSource(Observable[_Item]):
             )
             await asyncio.sleep(delay)
 
-    async def _connect(self, session: aiohttp.ClientSession) -> aiohttp.ClientWebSocketResponse:
+    def _refused(self, reason: str, retrying: bool) -> None:
+        """Count refused credentials; raise unless the token source may give better ones."""
+        self._counts["auth_refused"] += 1
+        if self._tokens.fixed:
+            raise AuthenticationError(
+                f"{self._display_url} rejected the credentials ({reason}); not reconnecting"
+            )
+        if retrying:
+            raise AuthenticationError(
+                f"{self._display_url} rejected the credentials again after a refresh of "
+                f"the token ({reason}); not reconnecting"
+            )
+        self._counts["token_refreshes"] += 1
+        log.warning(
+            "WebSocket %s rejected the token (%s); asking the token source again",
+            self._display_url,
+            reason,
+        )
+
+    async def _target(self, first: bool) -> tuple[URL, dict[str, str]]:
+        """The URL and handshake headers of one attempt, with the source's current token."""
+        try:
+            # A source is asked at every attempt: a token file rotated since the last
+            # connection is read again, not only after a refusal. The first attempt
+            # takes a token just asked for (by REST, or a caller checking the source).
+            token = await (self._tokens.current() if first else self._tokens.refresh())
+        except TokenSourceError as exc:
+            self._counts["token_errors"] += 1
+            raise _Retry(str(exc)) from exc
+        if not token:
+            return self._url, self._headers
+        if self._token_in_query:
+            return self._url.update_query(api_key=token), self._headers
+        return self._url, {**self._headers, "Authorization": f"Bearer {token}"}
+
+    async def _connect(
+        self, session: aiohttp.ClientSession, *, first: bool
+    ) -> aiohttp.ClientWebSocketResponse:
+        url, headers = await self._target(first)
         try:
             async with asyncio.timeout(self._connect_timeout):
                 ws: aiohttp.ClientWebSocketResponse = await session.ws_connect(
-                    self._url,
-                    headers=self._headers,
+                    url,
+                    headers=headers,
                     max_msg_size=self._hard_max_msg_size,
                     heartbeat=self._heartbeat,
                     # Pings must reach the receive loop: they are frames, and they prove
@@ -459,25 +560,29 @@ class WebSocketSource(Observable[_Item]):
                     timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=self._close_timeout),
                     **_DECODE_TEXT_KW,
                 )
-                self._refused = 0
+                self._refused_in_row = 0
                 return ws
         except aiohttp.WSServerHandshakeError as exc:
             if exc.status in (401, 403):
-                raise AuthenticationError(
-                    f"{self._display_url} refused the credentials (HTTP {exc.status})"
-                ) from exc
+                raise _Refused(f"HTTP {exc.status}") from exc
             self._give_up_on_refusal(exc)
-            raise _Retry(f"handshake refused with HTTP {exc.status} {exc.message}") from exc
+            raise _Retry(
+                self._redact(f"handshake refused with HTTP {exc.status} {exc.message}")
+            ) from exc
         except aiohttp.ClientConnectorError as exc:
-            raise _Retry(_cannot_connect(exc)) from exc
+            raise _Retry(self._redact(_cannot_connect(exc))) from exc
         except aiohttp.InvalidURL as exc:
-            raise SourceError(f"invalid WebSocket URL {self._display_url}: {exc}") from exc
+            raise SourceError(
+                self._redact(f"invalid WebSocket URL {self._display_url}: {exc}")
+            ) from exc
         except TimeoutError as exc:
             raise _Retry(f"no connection within {self._connect_timeout} s") from exc
         except (aiohttp.ClientError, OSError) as exc:
-            raise _Retry(f"cannot connect: {exc}") from exc
+            raise _Retry(self._redact(f"cannot connect: {exc}")) from exc
         except RuntimeError as exc:  # "Session is closed": the caller's session is gone
-            raise SourceError(f"cannot connect to {self._display_url}: {exc}") from exc
+            raise SourceError(
+                self._redact(f"cannot connect to {self._display_url}: {exc}")
+            ) from exc
 
     def _give_up_on_refusal(self, exc: aiohttp.WSServerHandshakeError) -> None:
         """Raise SourceError once a 4xx (a wrong path, say) has answered REFUSED_ATTEMPTS times.
@@ -487,12 +592,12 @@ class WebSocketSource(Observable[_Item]):
         """
         if not 400 <= exc.status < 500 or exc.status in (408, 429):
             return
-        self._refused += 1
+        self._refused_in_row += 1
         self._counts["handshake_refused"] += 1
-        if self._refused >= REFUSED_ATTEMPTS:
+        if self._refused_in_row >= REFUSED_ATTEMPTS:
             raise SourceError(
                 f"{self._display_url} answered the WebSocket handshake with HTTP "
-                f"{exc.status} {exc.message} {self._refused} times in a row (is the URL "
+                f"{exc.status} {exc.message} {self._refused_in_row} times in a row (is the URL "
                 "right?); not reconnecting"
             ) from exc
 
@@ -525,7 +630,7 @@ class WebSocketSource(Observable[_Item]):
                     self._counts["pongs"] += 1
                 elif kind is aiohttp.WSMsgType.CLOSE:
                     code = int(msg.data)
-                    detail = f": {msg.extra}" if msg.extra else ""
+                    detail = f": {self._redact(msg.extra)}" if msg.extra else ""
                     return _End(f"close code {code}{detail}", code=code)
                 elif kind is aiohttp.WSMsgType.ERROR:
                     error = msg.data
@@ -534,7 +639,7 @@ class WebSocketSource(Observable[_Item]):
                         return _End(
                             f"a frame over the hard limit of {self._hard_max_msg_size} bytes"
                         )
-                    return _End(f"connection error: {error}")
+                    return _End(self._redact(f"connection error: {error}"))
                 else:  # CLOSING or CLOSED: the connection is gone, or we are closing it
                     if run.stopping:
                         return None
@@ -556,13 +661,12 @@ class WebSocketSource(Observable[_Item]):
         return self._frames + self._counts["pings"] + self._counts["pongs"]
 
     def _is_final(self, end: _End) -> bool:
-        """True if the server closed normally; raises for the other final codes."""
+        """True if the server closed normally; raises for the other final codes.
+
+        The credential codes never get here: :meth:`_refused` decides about them.
+        """
         if end.code is None or end.code not in self._final_close_codes:
             return False
-        if end.code in AUTH_CLOSE_CODES:
-            raise AuthenticationError(
-                f"{self._display_url} rejected the credentials ({end.reason}); not reconnecting"
-            )
         if end.code == aiohttp.WSCloseCode.OK:
             return True
         raise SourceError(

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from querysync import FetchError, ResourceGone
 from querysync._nodetool import LIST_KEYS, NodeToolApi, endpoint_for
+from querysync.server import NodeToolServer
 
 # Written from the table in shared/nodetool-protocol.md, not from the code.
 EXPECTED_PATHS = {
@@ -126,3 +127,77 @@ async def test_key_without_endpoint_is_a_fetch_error() -> None:
         api = NodeToolApi("http://127.0.0.1:9", session)
         with pytest.raises(FetchError, match="no NodeTool endpoint"):
             await api.fetch(("nope",))
+
+
+# -- credentials ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def expiring() -> AsyncIterator[NodeToolServer]:
+    async with NodeToolServer(
+        token_ttl=30.0, ping_interval=None, stats_interval=None
+    ) as server:
+        yield server
+
+
+async def test_a_401_asks_the_source_once_and_repeats_the_request_once(
+    expiring: NodeToolServer,
+) -> None:
+    good = expiring.issue_token()
+    answers = iter(["not-issued-token", good])
+    async with aiohttp.ClientSession() as session:
+        api = NodeToolApi(expiring.api_url, session, token=lambda: next(answers))
+        body = await api.fetch(("workflows",))
+        assert body["workflows"] == []
+        assert await api.fetch(("jobs",)) == {"jobs": [], "next_start_key": None}
+    assert (api.counts["unauthorized"], api.counts["token_refreshes"]) == (1, 1)
+    assert expiring.counts["rest_unauthorized"] == 1
+
+
+async def test_a_second_401_is_a_fetch_error_for_that_fetch_only(
+    expiring: NodeToolServer,
+) -> None:
+    calls = 0
+
+    def source() -> str:
+        nonlocal calls
+        calls += 1
+        return f"never-valid-{calls}"
+
+    async with aiohttp.ClientSession() as session:
+        api = NodeToolApi(expiring.api_url, session, token=source)
+        with pytest.raises(FetchError, match="HTTP 401") as raised:
+            await api.fetch(("workflows",))
+    assert calls == 2
+    assert "never-valid" not in str(raised.value)
+    assert expiring.counts["rest_unauthorized"] == 2
+
+
+async def test_a_fixed_token_is_not_retried_after_a_401(expiring: NodeToolServer) -> None:
+    async with aiohttp.ClientSession() as session:
+        api = NodeToolApi(expiring.api_url, session, token="fixed-but-wrong")
+        with pytest.raises(FetchError, match="HTTP 401"):
+            await api.fetch(("workflows",))
+    assert expiring.counts["rest_unauthorized"] == 1
+    assert api.counts["token_refreshes"] == 0
+
+
+async def test_a_failing_token_source_is_a_counted_fetch_error(expiring: NodeToolServer) -> None:
+    def source() -> str:
+        raise RuntimeError("vault sealed")
+
+    async with aiohttp.ClientSession() as session:
+        api = NodeToolApi(expiring.api_url, session, token=source)
+        with pytest.raises(FetchError, match="vault sealed"):
+            await api.fetch(("workflows",))
+    assert api.counts["token_errors"] == 1
+    assert expiring.counts["rest_requests"] == 0
+
+
+async def test_the_api_repr_and_errors_hide_url_credentials() -> None:
+    async with aiohttp.ClientSession() as session:
+        api = NodeToolApi("http://user:PASSW0RD@127.0.0.1:9", session, timeout=1.0)
+        assert "PASSW0RD" not in repr(api)
+        with pytest.raises(FetchError) as raised:
+            await api.fetch(("jobs",))
+    assert "PASSW0RD" not in str(raised.value)

@@ -43,6 +43,8 @@ QUERYSYNC_ALL = [
     "StartingSync",
     "Sync",
     "SyncStats",
+    "TokenSource",
+    "TokenSourceError",
     "__version__",
     "audit",
     "build_pipeline",

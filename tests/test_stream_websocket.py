@@ -339,23 +339,54 @@ async def test_backoff_grows_is_capped_and_max_attempts_gives_up(servers: Serve)
     assert source.state is ConnectionState.FAILED
 
 
-async def test_backoff_starts_again_after_a_good_connection(servers: Serve) -> None:
+@pytest.mark.parametrize("code", [None, 1001, 1011], ids=["cut", "1001", "1011"])
+async def test_short_connections_back_off_like_failures(servers: Serve, code: int | None) -> None:
+    # Issue 12.10: a server that ends every connection right after one frame used to
+    # reset the backoff each time (every delay was the first one), so a client came
+    # back, and resynced in full, about once a second for ever.
     async def script(request: web.Request, n: int) -> web.StreamResponse:
         ws = await server.accept(request)
         await ws.send_bytes(packed({"type": f"m{n}"}))
+        if code is None:
+            assert request.transport is not None
+            request.transport.close()
+        else:
+            await ws.close(code=code, message=b"bye")
+        return ws
+
+    server = await servers(script)
+    backoff = RecordingBackoff(initial=0.01, factor=2.0, max_delay=0.05, jitter=0.0)
+    source = websocket(server.url, backoff=backoff, healthy_after=30.0)
+    seen, _ = await watch(source)
+    await seen.count(5)
+    await source.close()
+    assert types(seen.items)[:7] == ["m1", "RESYNC", "m2", "RESYNC", "m3", "RESYNC", "m4"]
+    assert backoff.asked[:4] == [1, 2, 3, 4]
+    assert [r.attempt for r in seen.items if isinstance(r, Resync)][:4] == [1, 2, 3, 4]
+    assert source.counts["resyncs"] >= 4
+
+
+async def test_backoff_starts_again_after_a_healthy_connection(servers: Serve) -> None:
+    async def script(request: web.Request, n: int) -> web.StreamResponse:
+        ws = await server.accept(request)
+        await ws.send_bytes(packed({"type": f"m{n}"}))
+        if n % 2 == 0:
+            # Every second connection stays up past healthy_after before it drops.
+            await asyncio.sleep(0.15)
+            await ws.send_bytes(packed({"type": f"m{n}-later"}))
         assert request.transport is not None
         request.transport.close()
         return ws
 
     server = await servers(script)
     backoff = RecordingBackoff(initial=0.01, factor=2.0, max_delay=0.05, jitter=0.0)
-    source = websocket(server.url, backoff=backoff)
+    source = websocket(server.url, backoff=backoff, healthy_after=0.1)
     seen, _ = await watch(source)
-    await seen.count(4)
+    await seen.count(8)
     await source.close()
-    assert types(seen.items)[:7] == ["m1", "RESYNC", "m2", "RESYNC", "m3", "RESYNC", "m4"]
-    assert set(backoff.asked) == {1}
-    assert [r.attempt for r in seen.items if isinstance(r, Resync)][:3] == [1, 1, 1]
+    # After 1 (short): the first delay. After 2 (healthy): the first again. After 3
+    # (short, following a reset): the first grows to the second. And so on.
+    assert backoff.asked[:5] == [1, 1, 2, 1, 2]
 
 
 async def test_connection_refused_ends_with_source_error_not_aiohttp() -> None:
@@ -489,6 +520,156 @@ async def test_token_in_query_is_sent_as_api_key(servers: Serve) -> None:
     assert "s3cret" not in source.url
     assert "s3cret" not in repr(source)
     await source.close()
+
+
+def bearer(request: web.Request) -> str:
+    return request.headers.get("Authorization", "").removeprefix("Bearer ")
+
+
+class Tokens:
+    """A token source that hands out the given answers in turn (the last one for ever)."""
+
+    def __init__(self, *answers: str | Exception) -> None:
+        self.answers = list(answers)
+        self.calls = 0
+
+    async def __call__(self) -> str:
+        answer = self.answers[min(self.calls, len(self.answers) - 1)]
+        self.calls += 1
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+async def test_a_refused_token_from_a_source_is_refreshed_once_and_the_feed_goes_on(
+    servers: Serve,
+) -> None:
+    async def script(request: web.Request, n: int) -> web.StreamResponse:
+        ws = await server.accept(request)
+        if bearer(request) != "fresh-token-2":
+            await ws.close(code=aiohttp.WSCloseCode.POLICY_VIOLATION, message=b"Token expired")
+            return ws
+        await ws.send_bytes(packed({"type": "hello"}))
+        return await server.hold(ws)
+
+    server = await servers(script)
+    tokens = Tokens("stale-token-1", "fresh-token-2")
+    source = websocket(server.url, token=tokens, backoff=FAST)
+    seen, _ = await watch(source)
+    await seen.until(lambda c: c.ended or len(c.messages) == 1)
+    assert seen.error is None
+    # A refused connection was never had: nothing was missed, so no resync.
+    assert seen.items == [{"type": "hello"}]
+    assert [bearer(r) for r in server.requests] == ["stale-token-1", "fresh-token-2"]
+    counts = source.counts
+    assert (counts["auth_refused"], counts["token_refreshes"], tokens.calls) == (1, 1, 2)
+    await source.close()
+
+
+async def test_a_second_refusal_after_a_refresh_is_final(servers: Serve) -> None:
+    async def script(request: web.Request, n: int) -> web.StreamResponse:
+        ws = await server.accept(request)
+        await ws.close(code=aiohttp.WSCloseCode.POLICY_VIOLATION, message=b"Token expired")
+        return ws
+
+    server = await servers(script)
+    tokens = Tokens("expired-token-x")
+    source = websocket(server.url, token=tokens, backoff=FAST)
+    seen, _ = await watch(source)
+    await seen.until(lambda c: c.ended)
+    assert isinstance(seen.error, AuthenticationError)
+    assert "again after a refresh" in str(seen.error)
+    assert "expired-token-x" not in str(seen.error)
+    assert len(server.requests) == 2
+    assert (tokens.calls, source.counts["token_refreshes"]) == (2, 1)
+    assert source.state is ConnectionState.FAILED
+
+
+async def test_a_handshake_401_with_a_source_is_refreshed_once(servers: Serve) -> None:
+    async def script(request: web.Request, n: int) -> web.StreamResponse:
+        if bearer(request) != "new-token":
+            return web.Response(status=401, text="no")
+        ws = await server.accept(request)
+        await ws.send_bytes(packed({"type": "in"}))
+        return await server.hold(ws)
+
+    server = await servers(script)
+    tokens = Tokens("old-token", "new-token")
+    source = websocket(server.url, token=tokens, backoff=FAST)
+    seen, _ = await watch(source)
+    await seen.count(1)
+    assert source.counts["token_refreshes"] == 1
+    await source.close()
+
+
+async def test_a_1008_after_frames_is_an_expiry_and_every_expiry_gets_the_next_token(
+    servers: Serve,
+) -> None:
+    async def script(request: web.Request, n: int) -> web.StreamResponse:
+        ws = await server.accept(request)
+        if bearer(request) != f"token-{n}":
+            await ws.close(code=aiohttp.WSCloseCode.POLICY_VIOLATION, message=b"Invalid")
+            return ws
+        await ws.send_bytes(packed({"type": f"m{n}"}))
+        if n < 4:  # the token expires while the connection is open
+            await ws.close(code=aiohttp.WSCloseCode.POLICY_VIOLATION, message=b"Token expired")
+            return ws
+        return await server.hold(ws)
+
+    server = await servers(script)
+    tokens = Tokens("token-1", "token-2", "token-3", "token-4")
+    source = websocket(server.url, token=tokens, backoff=FAST)
+    seen, _ = await watch(source)
+    await seen.until(lambda c: c.ended or len(c.messages) == 4)
+    assert seen.error is None
+    assert types(seen.items) == ["m1", "RESYNC", "m2", "RESYNC", "m3", "RESYNC", "m4"]
+    assert source.counts["token_refreshes"] == 3
+    await source.close()
+
+
+async def test_a_failing_token_source_fails_the_attempt_not_the_stream(servers: Serve) -> None:
+    async def script(request: web.Request, n: int) -> web.StreamResponse:
+        ws = await server.accept(request)
+        await ws.send_bytes(packed({"type": "hello"}))
+        return await server.hold(ws)
+
+    server = await servers(script)
+    tokens = Tokens(RuntimeError("vault sealed"), OSError("no network"), "finally-a-token")
+    source = websocket(server.url, token=tokens, backoff=FAST)
+    seen, _ = await watch(source)
+    await seen.until(lambda c: c.ended or len(c.messages) == 1)
+    assert seen.error is None
+    assert source.counts["token_errors"] == 2
+    assert [bearer(r) for r in server.requests] == ["finally-a-token"]
+    await source.close()
+
+
+async def test_a_password_in_the_url_never_reaches_the_logs(
+    servers: Serve, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Issue 12.6: ws://user:SECRET@host/ws was printed in every reconnect warning.
+    async def script(request: web.Request, n: int) -> web.StreamResponse:
+        ws = await server.accept(request)
+        await ws.send_bytes(packed({"type": f"m{n}"}))
+        assert request.transport is not None
+        request.transport.close()
+        return ws
+
+    server = await servers(script)
+    url = server.url.replace("ws://", "ws://user:PASSW0RD-xyz@")
+    caplog.set_level("DEBUG", logger="querysync")
+    source = websocket(url, backoff=FAST, token=Tokens("TOKEN-abc-123"), token_in_query=True)
+    seen, _ = await watch(source)
+    await seen.count(3)
+    assert source.counts["drops"] >= 2
+    assert "reconnecting" in caplog.text
+    await source.close()
+    shown = caplog.text + repr(source) + source.url + "".join(
+        r.reason for r in seen.items if isinstance(r, Resync)
+    )
+    assert "PASSW0RD" not in shown
+    assert "TOKEN-abc" not in shown
+    assert "127.0.0.1" in caplog.text  # the host is still there to read
 
 
 # -- silence ------------------------------------------------------------------------------
@@ -860,3 +1041,10 @@ async def test_a_live_recording_replays_as_received(servers: Serve, tmp_path: Pa
     from_jsonl(tmp_path / "tail.jsonl").subscribe(replayed.append)
     assert replayed == seen.items
     assert len(replayed) == 2
+
+
+def test_a_bad_url_error_hides_its_credentials() -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        websocket("ftp://user:PASSW0RD@host/ws?api_key=K3Y-secret")
+    assert "PASSW0RD" not in str(raised.value)
+    assert "K3Y-secret" not in str(raised.value)

@@ -259,6 +259,12 @@ def _parser() -> _Parser:
     serve.add_argument("--host", default="127.0.0.1", help="bind address")
     serve.add_argument("--port", type=port, default=7777, help="port (0: any free port)")
     _add_token(serve, "require this token")
+    # The token flags live in one module (and one hunk here) so that they merge easily.
+    from ._token_args import add_serve_token_args, add_token_args
+
+    add_token_args(syn)
+    add_token_args(tail)
+    add_serve_token_args(serve)
     return parser
 
 

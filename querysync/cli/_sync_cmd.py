@@ -17,6 +17,7 @@ from querysync import AuthenticationError
 from querysync._sync import sync
 
 from ._signals import stop_on_signals
+from ._token_args import token_provider
 from ._view import counters_line, counters_table
 
 __all__ = ["run_sync"]
@@ -32,7 +33,8 @@ async def run_sync(args: argparse.Namespace, console: Console) -> int:
     On a terminal (and without ``--no-live``) a live table of counters is drawn on
     ``console``; otherwise one line of counters goes to it every ``args.every`` seconds.
     """
-    running = await sync(args.ws, args.api, args.cache, token=args.token, window=args.window)
+    tokens = await token_provider(args)
+    running = await sync(args.ws, args.api, args.cache, token=tokens, window=args.window)
     # The cache is loaded: about four long-lived objects per entry, which every full
     # garbage collection would walk again (about 180 ms for 100,000 entries, holding the
     # GIL, so the event loop and the cache's writer thread both stall). Freezing moves

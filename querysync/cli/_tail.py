@@ -13,6 +13,7 @@ from querysync.sinks import JsonlRecorder, to_jsonl
 from querysync.streams import websocket
 
 from ._signals import stop_on_signals
+from ._token_args import token_provider
 
 __all__ = ["run_tail"]
 
@@ -26,7 +27,7 @@ async def run_tail(args: argparse.Namespace) -> int:
     """
     # Opened first: a recording that cannot be written is an error before any connection.
     recorder: JsonlRecorder | None = to_jsonl(args.record) if args.record else None
-    source = websocket(args.ws, token=args.token)
+    source = websocket(args.ws, token=await token_provider(args))
     failed: list[BaseException] = []
     done = asyncio.Event()
     reader_gone = False

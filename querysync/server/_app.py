@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections import Counter
 from collections.abc import Callable, Mapping
 from types import TracebackType
@@ -14,6 +15,7 @@ from aiohttp import web
 from querysync._exceptions import ConfigurationError
 from querysync._model import ChangeEvent
 
+from ._auth import TOKEN_PATH, Credentials
 from ._commands import Commands
 from ._jobs import JobRunner
 from ._rest import RestApi
@@ -48,13 +50,21 @@ class NodeToolServer:
         max_msg_size: largest frame accepted from a client, bytes (default 4 MiB).
         job_steps, job_step_seconds: the shape of a simulated ``run_job`` (3 steps, 0.01 s).
         store: the :class:`ResourceStore` to serve (a new empty one by default).
+        token_ttl: seconds an issued token is valid (default None: the fixed ``token``
+            never expires). With it, /ws and REST accept only tokens from
+            :meth:`issue_token`, ``POST /api/auth/token`` (Bearer ``token``) or the token
+            file, and refuse older ones with 1008 / 401 ``"Token expired"``; a /ws
+            connection is closed with 1008 when its token expires.
+        token_file: with ``token_ttl``, a file that always holds a valid token (written
+            at start and every ``token_ttl / 2`` seconds, mode 0600).
 
     The store outlives :meth:`stop`, so ``stop()`` then ``start()`` is a backend that went
     away and came back with its data. ``counts`` tallies what the server did:
     ``frames_sent`` (and ``binary_frames_sent``, ``text_frames_sent``), ``frames_received``,
     ``resource_changes`` (store changes announced, each counted once however many clients
     got it), ``internal_changes``, ``connections``, ``auth_rejected``, ``invalid_messages``,
-    ``commands``, ``slow_clients_dropped``, ``rest_requests``, ``rest_unauthorized``.
+    ``commands``, ``slow_clients_dropped``, ``rest_requests``, ``rest_unauthorized``,
+    ``tokens_expired`` (open /ws connections closed because their token expired).
     Every method must be called from the event loop's thread.
     """
 
@@ -73,6 +83,8 @@ class NodeToolServer:
         job_steps: int = 3,
         job_step_seconds: float = 0.01,
         store: ResourceStore | None = None,
+        token_ttl: float | None = None,
+        token_file: str | os.PathLike[str] | None = None,
     ) -> None:
         intervals = {"ping_interval": ping_interval, "stats_interval": stats_interval}
         for name, interval in intervals.items():
@@ -85,6 +97,7 @@ class NodeToolServer:
         self.counts: Counter[str] = Counter()
         self.store = store if store is not None else ResourceStore()
         self._token = token
+        self.credentials = Credentials(token, token_ttl, token_file=token_file)
         self._host = host
         self._port = port
         self._full_resources = full_resources
@@ -96,14 +109,14 @@ class NodeToolServer:
             hub=self._hub,
             commands=Commands(self.store, self._jobs),
             counts=self.counts,
-            token=token,
+            token=self.credentials,
             ping_interval=ping_interval,
             stats_interval=stats_interval,
             queue_size=send_queue_size,
             close_timeout=close_timeout,
             max_msg_size=max_msg_size,
         )
-        self._rest = RestApi(self.store, self.counts, token)
+        self._rest = RestApi(self.store, self.counts, self.credentials)
         self._runner: web.AppRunner | None = None
         self.store.subscribe(self._announce)
 
@@ -117,6 +130,8 @@ class NodeToolServer:
         """
         app = web.Application(middlewares=[self._rest.middleware])
         app.router.add_get("/ws", self._ws.handle)
+        if self.credentials.ttl is not None:
+            app.router.add_post(TOKEN_PATH, self.credentials.handle_issue)
         app.router.add_routes(self._rest.routes())
         return app
 
@@ -140,6 +155,7 @@ class NodeToolServer:
         self._runner = runner
         self._host = host
         self._port = runner.addresses[0][1]
+        self.credentials.start_rotation()
         log.info("NodeTool server listening on %s", self.api_url)
 
     async def stop(self, *, code: int | None = GOING_AWAY, reason: str = "Server shutdown") -> None:
@@ -151,6 +167,7 @@ class NodeToolServer:
         if runner is None:
             return
         await self._jobs.stop()
+        await self.credentials.stop_rotation()
         # Stop listening first: a client reconnecting at once would otherwise get in
         # between and be cut a second time by the cleanup.
         for site in list(runner.sites):
@@ -207,6 +224,10 @@ class NodeToolServer:
         if self._host == "::":
             return "[::1]"
         return f"[{self._host}]" if ":" in self._host else self._host
+
+    def issue_token(self) -> str:
+        """A new token valid for ``token_ttl`` seconds (the fixed ``token`` without a ttl)."""
+        return self.credentials.issue()
 
     # -- connections -----------------------------------------------------------------
 

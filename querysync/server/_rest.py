@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from . import _catalog
-from ._auth import rest_auth_failure
+from ._auth import Credentials, rest_auth_failure
 from ._store import InvalidResource, ResourceStore, UnknownResource
 
 __all__ = ["RestApi"]
@@ -61,6 +61,10 @@ async def _body(request: web.Request) -> dict[str, Any]:
         data = await request.json()
     except ValueError:
         raise _unprocessable("json_invalid", ["body"], "JSON decode error") from None
+    except RecursionError:
+        # Too deep for the parser: FastAPI answers any parse failure other than a
+        # decode error with this 400, and nothing reaches the log.
+        raise web.HTTPBadRequest(reason="There was an error parsing the body") from None
     if not isinstance(data, dict):
         raise _unprocessable("model_attributes_type", ["body"], "Input should be an object")
     return data
@@ -74,7 +78,9 @@ class RestApi:
     ``If-None-Match`` is ignored, as on the live server.
     """
 
-    def __init__(self, store: ResourceStore, counts: Counter[str], token: str | None) -> None:
+    def __init__(
+        self, store: ResourceStore, counts: Counter[str], token: str | Credentials | None
+    ) -> None:
         self._store = store
         self._counts = counts
         self._token = token

@@ -18,7 +18,7 @@ from aiohttp import WSMessage, WSMsgType, web
 
 from querysync.operators._decode import decode_frame
 
-from ._auth import ws_auth_failure
+from ._auth import EXPIRED, Credentials, ws_auth_failure, ws_token
 
 __all__ = ["Connection", "Hub", "RawFrame", "WsEndpoint"]
 
@@ -278,7 +278,7 @@ class WsEndpoint:
         hub: Hub,
         commands: CommandHandler,
         counts: Counter[str],
-        token: str | None,
+        token: str | Credentials | None,
         ping_interval: float | None,
         stats_interval: float | None,
         queue_size: int,
@@ -294,6 +294,7 @@ class WsEndpoint:
         self._queue_size = queue_size
         self._close_timeout = close_timeout
         self._max_msg_size = max_msg_size
+        self._expiring: set[asyncio.Task[None]] = set()
 
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
         """Serve one WebSocket until either side closes it."""
@@ -324,6 +325,10 @@ class WsEndpoint:
                 periodic.append(self._every(conn, self._ping_interval, self._ping))
             if self._stats_interval is not None:
                 periodic.append(self._every(conn, self._stats_interval, self._stats))
+            if isinstance(self._token, Credentials):
+                left = self._token.expires_in(ws_token(request))
+                if left is not None:
+                    periodic.append(self._expire(conn, left))
             conn.start(*periodic)
             while True:
                 msg = await conn.receive()
@@ -375,6 +380,17 @@ class WsEndpoint:
         while conn.open:
             await asyncio.sleep(interval)
             conn.send(message())
+
+    async def _expire(self, conn: Connection, seconds: float) -> None:
+        # A server that checks tokens for the life of a connection closes it when its
+        # token expires, as it would have refused it then: the client must come back
+        # with a new one.
+        await asyncio.sleep(max(seconds, 0.0))
+        self._counts["tokens_expired"] += 1
+        # Not awaited here: close() cancels this connection's tasks, this one included.
+        closing = asyncio.get_running_loop().create_task(conn.close(POLICY_VIOLATION, EXPIRED))
+        self._expiring.add(closing)
+        closing.add_done_callback(self._expiring.discard)
 
     @staticmethod
     def _ping() -> dict[str, Any]:
