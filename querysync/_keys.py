@@ -13,7 +13,6 @@ __all__ = [
     "REFETCH_TABLE",
     "KeyRegistry",
     "Parent",
-    "ParentLookup",
     "QueryKey",
     "RefetchRow",
     "SpecificKeys",
@@ -190,9 +189,6 @@ def default_registry() -> KeyRegistry:
     return reg
 
 
-ParentLookup = Callable[[str, str], str | None]
-"""``(resource_type, resource_id) -> parent id`` (a message's thread), or None when unknown."""
-
 _ALL_EVENTS: frozenset[str] = frozenset({"created", "updated", "deleted"})
 
 
@@ -304,20 +300,12 @@ PARENTS: dict[str, Parent] = {
 """Type -> how its parent is named: ``{"message": Parent("thread_id", "messages", "message")}``."""
 
 
-def _parent_id(
-    update: ResourceChangeUpdate, field: str, parent_of: ParentLookup | None
-) -> str | None:
+def _named_parent(update: ResourceChangeUpdate, field: str) -> str | None:
     value = (update.resource.model_extra or {}).get(field)
-    if isinstance(value, str) and value:
-        return value
-    if parent_of is not None:
-        return parent_of(update.resource_type, update.resource.id)
-    return None
+    return value if isinstance(value, str) and value else None
 
 
-def _table_rule(
-    rows: tuple[RefetchRow, ...], parent_of: ParentLookup | None
-) -> tuple[tuple[QueryKey, ...], SpecificKeys]:
+def _table_rule(rows: tuple[RefetchRow, ...]) -> tuple[tuple[QueryKey, ...], SpecificKeys]:
     general = tuple(r.key for r in rows if r.events == _ALL_EVENTS and len(r.key) == 1)
 
     def specific(update: ResourceChangeUpdate) -> list[QueryKey]:
@@ -329,13 +317,11 @@ def _table_rule(
             if slot == "{id}":
                 keys.append((row.key[0], update.resource.id))
                 continue
-            parent = _parent_id(update, slot[1:-1], parent_of)
-            # Without the parent, every list of that name is reached: ("workflow_versions",)
-            # is a prefix of each workflow's. A message is resolved later (Sync does it).
+            # Only a frame that names the parent gives its key here: finding one the
+            # frame lacks needs the cache (ParentResolver, which Sync runs).
+            parent = _named_parent(update, slot[1:-1])
             if parent is not None:
                 keys.append((row.key[0], parent))
-            elif PARENTS[update.resource_type].detail is None:
-                keys.append((row.key[0],))
         return keys
 
     specific.__qualname__ = f"refetch_table[{rows[0].resource_type!r}]"
@@ -353,20 +339,21 @@ def mirrored_by_table(resource_type: str, resource_id: str) -> tuple[QueryKey, .
     )
 
 
-def nodetool_registry(parent_of: ParentLookup | None = None) -> KeyRegistry:
+def nodetool_registry() -> KeyRegistry:
     """The keys the live NodeTool server's changes reach, from :data:`REFETCH_TABLE`.
 
     Unlike :func:`default_registry` (the seed table, unchanged), it follows what the
     live server does: templates are left alone on a workflow change, a workflow's
     versions and a thread's messages are reached by their own frames (and removed with
     their parent), and the server's internal types are ignored quietly
-    (:data:`NODETOOL_INTERNAL_TYPES`). ``parent_of`` resolves the parent a frame lacks
-    (a message's thread); :func:`querysync.sync` passes one that reads its cache.
+    (:data:`NODETOOL_INTERNAL_TYPES`). A frame that lacks its parent's id (the live
+    message and workflowversion frames) reaches no parent list here: :func:`querysync.sync`
+    finds the parent (see :data:`PARENTS`) and reaches that one list.
     """
     reg = KeyRegistry()
     for resource_type in dict.fromkeys(r.resource_type for r in REFETCH_TABLE):
         rows = tuple(r for r in REFETCH_TABLE if r.resource_type == resource_type)
-        general, specific = _table_rule(rows, parent_of)
+        general, specific = _table_rule(rows)
         reg.register(resource_type, general, specific)
     reg.ignore(*NODETOOL_INTERNAL_TYPES)
     return reg

@@ -29,17 +29,23 @@ _LISTS: dict[str, tuple[str, str]] = {
 }
 
 
+# How many resources' last reached etags are remembered (see ParentResolver._reach).
+_REMEMBERED = 4096
+
+
 class ParentResolver:
     """Finds the parent a ``message`` or ``workflowversion`` frame lacks, and reaches its list.
 
-    :meth:`parent_of` answers from the cache at once: the resource's own detail entry,
-    else the items of the cached parent lists (indexed as they are fetched). It is the
-    lookup :func:`querysync.nodetool_registry` takes, so a resolved frame invalidates
-    its one list in the pipeline. :meth:`on_invalidation` handles what the cache cannot
-    answer: one GET of the resource's detail (``GET /api/messages/{id}``, through the
-    cache, so it joins a fetch mirror mode started anyway), then only that list is
-    invalidated. In mirror mode a list the cache does not hold yet is fetched (whole),
-    except on ``deleted``. ``counts``: ``from_cache``, ``fetched``, ``unresolved``.
+    For each such change it looks in the cache first: the resource's own detail entry
+    (a message's ``thread_id``), else the items of the cached parent lists (indexed as
+    they are fetched). When the cache cannot tell, a message costs one
+    ``GET /api/messages/{id}``, made through the cache so that it joins the detail fetch
+    mirror mode starts anyway; a version (no GET serves one) reaches every cached
+    version list instead. Then only the parent's list is invalidated, as the pipeline
+    would have done had the frame named it; in mirror mode a list the cache does not
+    hold yet is fetched, whole, except on ``deleted``. The live server announces every
+    create twice with one etag: a change whose etag already reached the list is not
+    applied again. ``counts``: ``from_cache``, ``fetched``, ``unresolved``, ``repeats``.
     """
 
     def __init__(self, cache: QueryCache, *, mirror: bool) -> None:
@@ -48,6 +54,8 @@ class ParentResolver:
         # (resource type, id) -> parent id: a message never moves to another thread.
         self._index: dict[tuple[str, str], str] = {}
         self._primed = False
+        # (resource type, id) -> the etag last reached; insertion order, oldest first.
+        self._reached: dict[tuple[str, str], str] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._events: abc.DisposableBase | None = cache.events().subscribe(self._on_event)
         self.counts: Counter[str] = Counter()
@@ -62,12 +70,10 @@ class ParentResolver:
             if not self._primed:
                 self._prime()
             found = self._index.get((resource_type, resource_id))
-        if found is not None:
-            self.counts["from_cache"] += 1
         return found
 
     def on_invalidation(self, item: Invalidation) -> None:
-        """Reach the parent list of the frame's resource, if the pipeline could not name it."""
+        """Reach the parent list of the change's resource, if its frame did not name it."""
         update = item.update
         parent = PARENTS.get(update.resource_type)
         if parent is None or not update.resource.id:
@@ -79,15 +85,23 @@ class ParentResolver:
                     if key not in self._cache:
                         self._cache.prefetch(key)
             return
-        if parent.detail is None or update.event == "deleted":
-            # Nothing to ask: a deleted message's GET is a 404, and a version has no GET.
+        found = self.parent_of(update.resource_type, update.resource.id)
+        if found is not None:
+            self.counts["from_cache"] += 1
+            self._reach((parent.list_name, found), update)
+        elif parent.detail is not None and update.event != "deleted":
+            task = asyncio.get_running_loop().create_task(
+                self._resolve(parent.detail, parent.field, parent.list_name, update)
+            )
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        elif parent.detail is None:
+            # A version nothing cached lists (a new one): every cached version list.
             self.counts["unresolved"] += 1
-            return
-        task = asyncio.get_running_loop().create_task(
-            self._resolve(parent.detail, parent.field, parent.list_name, update)
-        )
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+            self._reach((parent.list_name,), update)
+        else:
+            # A deleted message that no entry holds: there is nothing it could change.
+            self.counts["unresolved"] += 1
 
     async def wait(self) -> None:
         """Return once no resolution runs."""
@@ -121,12 +135,27 @@ class ParentResolver:
             log.info("no %s for %r: its list is not refetched", field, (detail, rid))
             return
         self.counts["fetched"] += 1
-        key: QueryKey = (list_name, parent)
-        if self._mirror and key not in self._cache:
-            self._cache.prefetch(key)
+        self._reach((list_name, parent), update)
+
+    def _reach(self, key: QueryKey, update: ResourceChangeUpdate) -> None:
+        etag = update.resource.etag
+        seen = (update.resource_type, update.resource.id)
+        if etag and self._reached.get(seen) == etag and update.event != "deleted":
+            # The same state announced again (updated, then created): the list was
+            # reached after the first announcement, so it already shows this state.
+            self.counts["repeats"] += 1
             return
-        # As the pipeline would have applied it, had the frame named the thread: the
-        # cache's events carry the update, and an etag cannot prove a list fresh.
+        if etag:
+            self._reached.pop(seen, None)
+            self._reached[seen] = etag
+            if len(self._reached) > _REMEMBERED:
+                del self._reached[next(iter(self._reached))]
+        if self._mirror and len(key) == 2 and key not in self._cache:
+            if update.event != "deleted":
+                self._cache.prefetch(key)
+            return
+        # As the pipeline would have applied it, had the frame named the parent: the
+        # cache's events carry the update, and no etag can prove a list fresh.
         late = Invalidation(update, (key,), ())
         self._cache.apply_invalidation(late, refetch="all" if self._mirror else "active")
 

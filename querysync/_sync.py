@@ -328,8 +328,6 @@ async def sync(
         # The live server's message frames name no thread: with the default table, the
         # resolver finds it (from the cache, else one GET) so that one list is reached.
         parents = ParentResolver(qc, mirror=mirror) if registry is None else None
-        if parents is not None:
-            registry = nodetool_registry(parent_of=parents.parent_of)
         pipeline = build_pipeline(
             source,
             qc,

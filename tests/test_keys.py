@@ -178,8 +178,8 @@ LIVE_KEYS: dict[tuple[str, str], list[QueryKey]] = {
             "collection": [("collections",)],
             "model": [("models",)],
             "message": [("message", RID)],
-            # No workflow_id in the frame and nothing to look it up in: every version list.
-            "workflowversion": [("workflow_versions",)],
+            # No workflow_id in the frame: the registry names no list (Sync finds it).
+            "workflowversion": [],
         }.items()
     },
 }
@@ -214,20 +214,9 @@ def test_nodetool_message_without_id_reaches_nothing() -> None:
     assert nodetool_registry().keys_for(change("deleted", "message", "")) == []
 
 
-def test_parent_lookup_names_the_one_list() -> None:
-    parents = {("message", "m1"): "t7", ("workflowversion", "v1"): "w3"}
-    reg = nodetool_registry(parent_of=lambda rtype, rid: parents.get((rtype, rid)))
-    assert reg.keys_for(change("updated", "message", "m1")) == [
-        ("message", "m1"),
-        ("messages", "t7"),
-    ]
-    assert reg.keys_for(change("created", "workflowversion", "v1")) == [("workflow_versions", "w3")]
-    # Unknown to the lookup: a message waits for its GET (Sync), a version reaches every list.
-    assert reg.keys_for(change("created", "message", "m2")) == [("message", "m2")]
-    assert reg.keys_for(change("created", "workflowversion", "v2")) == [("workflow_versions",)]
-    # The frame's own field wins over the lookup.
+def test_nodetool_version_with_workflow_id_reaches_that_list_only() -> None:
     named = change("updated", "workflowversion", "v1", workflow_id="w9")
-    assert reg.keys_for(named) == [("workflow_versions", "w9")]
+    assert nodetool_registry().keys_for(named) == [("workflow_versions", "w9")]
 
 
 def test_nodetool_deleted_message_refetches_its_thread_list_but_removes_itself() -> None:

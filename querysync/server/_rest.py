@@ -151,7 +151,8 @@ class RestApi:
 
     Errors are JSON as FastAPI writes them: 401 and 404 ``{"detail": "..."}``, 422
     ``{"detail": [{"type", "loc", "msg"}, ...]}``. There is no ETag header and
-    ``If-None-Match`` is ignored, as on the live server.
+    ``If-None-Match`` is ignored, as on the live server. Each GET is counted under
+    ``"GET <route>"`` (``"GET /api/messages/{id}"``) in the server's counts.
     """
 
     def __init__(self, store: ResourceStore, counts: Counter[str], token: str | None) -> None:
@@ -184,6 +185,12 @@ class RestApi:
         """Auth for ``/api/``, and errors as JSON bodies."""
         if request.path.startswith("/api/"):
             self._counts["rest_requests"] += 1
+            if request.method == "GET":
+                # Per route ("GET /api/messages/{id}"): benchmarks and tests count what
+                # a client asked for on the server's side.
+                resource = request.match_info.route.resource
+                route = resource.canonical if resource is not None else request.path
+                self._counts[f"GET {route}"] += 1
             failure = rest_auth_failure(request, self._token)
             if failure is not None:
                 self._counts["rest_unauthorized"] += 1
