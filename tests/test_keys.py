@@ -160,6 +160,17 @@ def test_copy_is_independent() -> None:
 # issues 9.2/11.3): templates are the packages' examples; versions and messages are
 # reached by their own frames and removed with their parent; frames name no parent.
 RID = "i"
+EVERY_EVENT: dict[str, list[QueryKey]] = {
+    "job": [("jobs",), ("job", RID)],
+    "asset": [("assets",), ("asset", RID)],
+    "workspace": [("workspaces",), ("workspace", RID)],
+    "secret": [("secrets",)],
+    "collection": [("collections",)],
+    "model": [("models",)],
+    "message": [("message", RID)],
+    # No workflow_id in the frame: the registry names no list (Sync finds it).
+    "workflowversion": [],
+}
 LIVE_KEYS: dict[tuple[str, str], list[QueryKey]] = {
     ("workflow", "created"): [("workflows",), ("workflow", RID)],
     ("workflow", "updated"): [("workflows",), ("workflow", RID)],
@@ -170,17 +181,7 @@ LIVE_KEYS: dict[tuple[str, str], list[QueryKey]] = {
     **{
         (rtype, event): keys
         for event in ("created", "updated", "deleted")
-        for rtype, keys in {
-            "job": [("jobs",), ("job", RID)],
-            "asset": [("assets",), ("asset", RID)],
-            "workspace": [("workspaces",), ("workspace", RID)],
-            "secret": [("secrets",)],
-            "collection": [("collections",)],
-            "model": [("models",)],
-            "message": [("message", RID)],
-            # No workflow_id in the frame: the registry names no list (Sync finds it).
-            "workflowversion": [],
-        }.items()
+        for rtype, keys in EVERY_EVENT.items()
     },
 }
 
