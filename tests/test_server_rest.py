@@ -102,10 +102,14 @@ async def test_post_get_put_delete_round_trip_and_announce(
         else:
             assert "etag" not in created
             assert created == {k: v for k, v in stored.items() if k != "etag"}
-        frames = [("updated", rtype, rid)] if rtype in UPDATED_ONLY else [
-            ("updated", rtype, rid),
-            ("created", rtype, rid),
-        ]
+        frames = (
+            [("updated", rtype, rid)]
+            if rtype in UPDATED_ONLY
+            else [
+                ("updated", rtype, rid),
+                ("created", rtype, rid),
+            ]
+        )
         assert await changes(ws, len(frames)) == frames
 
         assert await get(session, f"{server.api_url}{path}/{rid}") == created
@@ -329,8 +333,121 @@ async def test_a_secret_value_is_never_returned(
 async def test_lists_keep_creation_order_and_all_items_carry_id_and_etag(
     server: NodeToolServer, session: aiohttp.ClientSession
 ) -> None:
-    ids = [server.create("asset", {"name": f"{i}", "content_type": "text/plain"})["id"]
-           for i in range(5)]
+    ids = [
+        server.create("asset", {"name": f"{i}", "content_type": "text/plain"})["id"]
+        for i in range(5)
+    ]
     body = await get(session, f"{server.api_url}/api/assets/")
     assert [a["id"] for a in body["assets"]] == ids
     assert all(a["etag"] == md5_of_sorted_dump(a) for a in body["assets"])
+
+
+# Paging, row by row from the protocol table: (resource type, list path, items member,
+# cursor parameter, next member, page-size parameter, the live default page size). The
+# live defaults the protocol names: workflows 100, assets 10000, threads 10, messages
+# 100; jobs, workspaces and secrets name none, and the embedded server uses 100.
+PAGING = [
+    ("workflow", "/api/workflows/", "workflows", "cursor", "next", "limit", 100),
+    ("job", "/api/jobs/", "jobs", "start_key", "next_start_key", "limit", 100),
+    ("asset", "/api/assets/", "assets", "cursor", "next", "page_size", 10_000),
+    ("thread", "/api/threads/", "threads", "cursor", "next", "limit", 10),
+    ("message", "/api/messages/?thread_id={t}", "messages", "cursor", "next", "limit", 100),
+    ("workspace", "/api/workspaces/", "workspaces", "cursor", "next_cursor", "limit", 100),
+    ("secret", "/api/settings/secrets", "secrets", "key", "next_key", None, 100),
+]
+FIELDS = {
+    "workflow": WORKFLOW,
+    "job": {"workflow_id": "w1"},
+    "asset": {"name": "a", "content_type": "text/plain"},
+    "thread": {"title": "t"},
+    "workspace": {"name": "s", "path": "/s"},
+    "secret": {"key": "K"},
+}
+
+
+def with_param(url: str, name: str, value: object) -> str:
+    return f"{url}{'&' if '?' in url else '?'}{name}={value}"
+
+
+@pytest.mark.parametrize("row", PAGING, ids=[r[0] for r in PAGING])
+async def test_lists_page_with_the_live_names_and_defaults(
+    server: NodeToolServer, session: aiohttp.ClientSession, row: tuple[Any, ...]
+) -> None:
+    rtype, path, items, cursor, nxt, limit, default = row
+    thread = server.create("thread", {"title": "holder"})["id"] if rtype == "message" else ""
+    fields = {"thread_id": thread, "content": "c"} if rtype == "message" else FIELDS[rtype]
+    ids: list[str] = []
+    # No page-size parameter (secrets): the live default page size decides.
+    small = 3 if limit is not None else default
+    ids += [server.create(rtype, fields)["id"] for _ in range(small * 2 + 1)]
+    url = server.api_url + path.format(t=thread)
+
+    def page_url(at: str | None) -> str:
+        sized = with_param(url, limit, small) if limit is not None else url
+        return sized if at is None else with_param(sized, cursor, at)
+
+    first = await get(session, page_url(None))
+    got, body, pages = [], first, 1
+    while True:
+        got += [item["id"] for item in body[items]]
+        if body[nxt] in ("", None):
+            break
+        assert isinstance(body[nxt], str)
+        assert len(body[items]) == small
+        body = await get(session, page_url(body[nxt]))
+        pages += 1
+    assert got == ids
+    assert pages == 3
+
+
+async def test_threads_default_to_ten_a_page_and_workflows_to_a_hundred(
+    server: NodeToolServer, session: aiohttp.ClientSession
+) -> None:
+    for i in range(12):
+        server.create("thread", {"title": f"t{i}"})
+    for _ in range(101):
+        server.create("workflow", WORKFLOW)
+    threads = await get(session, f"{server.api_url}/api/threads/")
+    assert len(threads["threads"]) == 10
+    assert threads["next"] not in ("", None)
+    rest = await get(session, f"{server.api_url}/api/threads/?cursor={threads['next']}")
+    assert len(rest["threads"]) == 2
+    assert rest["next"] == ""
+    workflows = await get(session, f"{server.api_url}/api/workflows/")
+    assert len(workflows["workflows"]) == 100
+    last = await get(session, f"{server.api_url}/api/workflows/?cursor={workflows['next']}")
+    assert len(last["workflows"]) == 1
+    assert last["next"] == ""
+
+
+async def test_a_cursor_survives_writes_between_pages(
+    server: NodeToolServer, session: aiohttp.ClientSession
+) -> None:
+    ids = [server.create("thread", {"title": f"t{i}"})["id"] for i in range(15)]
+    first = await get(session, f"{server.api_url}/api/threads/")
+    server.delete("thread", ids[9])  # the last item of the first page
+    late = server.create("thread", {"title": "late"})["id"]
+    rest = await get(session, f"{server.api_url}/api/threads/?cursor={first['next']}")
+    assert [t["id"] for t in rest["threads"]] == [*ids[10:], late]
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "x"])
+async def test_a_bad_page_size_is_422(
+    server: NodeToolServer, session: aiohttp.ClientSession, bad: str
+) -> None:
+    body = await get(session, f"{server.api_url}/api/threads/?limit={bad}", status=422)
+    assert body["detail"][0]["loc"] == ["query", "limit"]
+
+
+async def test_a_list_request_does_not_copy_the_store(server: NodeToolServer) -> None:
+    # Issue 9.4: the list views are made once per write, not per request.
+    for _ in range(3):
+        server.create("workflow", WORKFLOW)
+    first, _ = server.store.page("workflow", limit=10)
+    again, _ = server.store.page("workflow", limit=10)
+    assert all(a is b for a, b in zip(first, again, strict=True))
+    wid = first[0]["id"]
+    server.update("workflow", wid, {"name": "changed"})
+    changed, _ = server.store.page("workflow", limit=10)
+    assert changed[0]["name"] == "changed"
+    assert first[0]["name"] == "w"  # a view already handed out is never changed
