@@ -355,7 +355,7 @@ PAGING = [
     ("workspace", "/api/workspaces/", "workspaces", "cursor", "next_cursor", "limit", 100),
     ("secret", "/api/settings/secrets", "secrets", "key", "next_key", None, 100),
 ]
-FIELDS = {
+FIELDS: dict[str, dict[str, Any]] = {
     "workflow": WORKFLOW,
     "job": {"workflow_id": "w1"},
     "asset": {"name": "a", "content_type": "text/plain"},
@@ -375,7 +375,9 @@ async def test_lists_page_with_the_live_names_and_defaults(
 ) -> None:
     rtype, path, items, cursor, nxt, limit, default = row
     thread = server.create("thread", {"title": "holder"})["id"] if rtype == "message" else ""
-    fields = {"thread_id": thread, "content": "c"} if rtype == "message" else FIELDS[rtype]
+    fields: dict[str, Any] = (
+        {"thread_id": thread, "content": "c"} if rtype == "message" else FIELDS[rtype]
+    )
     ids: list[str] = []
     # No page-size parameter (secrets): the live default page size decides.
     small = 3 if limit is not None else default
