@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from querysync._audit import audit
+from querysync._nodetool import LIST_KEYS
 from querysync._sync import Sync, sync
 from querysync.server import NodeToolServer
 from querysync.sinks import CacheEvent, QueryCache
@@ -101,6 +103,10 @@ async def test_every_list_entry_holds_every_item_after_a_new_message(mirror: Mir
     listed = ids(cache, ("messages", mirror.thread), "messages")
     assert len(listed) == MESSAGES + 1
     assert listed == server_ids(server, "message", thread_id=mirror.thread)
+    # Item for item: every entry equals what the server serves now, all pages read.
+    async with asyncio.timeout(30):
+        agreement = await audit(cache, mirror.running.api, expect=LIST_KEYS)
+    assert agreement.ok, agreement.disagreements[:5]
 
 
 async def test_a_message_change_fetches_exactly_its_threads_list_once(mirror: Mirror) -> None:
@@ -136,6 +142,7 @@ async def test_a_message_change_fetches_exactly_its_threads_list_once(mirror: Mi
         await mirror.running.settle(quiet=0.05)
     lists = {k: n for k, n in mirror.fetches.items() if k[0] == "messages"}
     assert lists == {("messages", mirror.thread): 1}
+    print("message update: fetches", dict(mirror.fetches))
     listed = cache.get(("messages", mirror.thread))
     assert listed is not None
     assert "edited" in [m["content"] for m in listed.data["messages"]]

@@ -253,7 +253,7 @@ async def test_pages_share_one_fetcher_call_and_its_deadline(
 ) -> None:
     async def slow(request: web.Request) -> web.StreamResponse:
         if request.query.get("cursor"):
-            await asyncio.sleep(5)
+            await asyncio.sleep(1)
         return web.json_response({"next": "c1", "threads": [{"id": "t"}]})
 
     runner, url = await serve({"/api/threads/": slow})
@@ -262,4 +262,45 @@ async def test_pages_share_one_fetcher_call_and_its_deadline(
         with pytest.raises(FetchError, match="timed out"):
             await api.fetch(("threads",))
     finally:
+        await runner.cleanup()
+
+
+async def test_a_change_while_the_pages_are_read_fetches_the_list_again(
+    http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    second_page_asked = asyncio.Event()
+    release = asyncio.Event()
+    version = 0
+
+    async def threads(request: web.Request) -> web.StreamResponse:
+        if request.query.get("cursor") is None:
+            return web.json_response({"next": "c1", "threads": [{"id": "t0", "v": version}]})
+        second_page_asked.set()
+        await release.wait()
+        return web.json_response({"next": "", "threads": [{"id": "t1", "v": version}]})
+
+    runner, url = await serve({"/api/threads/": threads})
+    cache = QueryCache(tmp_path / "cache", retries=0)
+    starts: list[object] = []
+    events = cache.events().subscribe(
+        lambda e: starts.append(e.key) if e.kind == "fetch_started" else None
+    )
+    try:
+        NodeToolApi(url, http).register(cache)
+        cache.prefetch(("threads",))
+        async with asyncio.timeout(10):
+            await second_page_asked.wait()
+        version = 1  # a change lands between the pages...
+        cache.invalidate(("threads",), refetch="all")  # ...and is announced
+        release.set()
+        async with asyncio.timeout(10):
+            await cache.wait_idle()
+        entry = cache.get(("threads",))
+        assert entry is not None
+        assert not entry.stale
+        assert [t["v"] for t in entry.data["threads"]] == [1, 1]
+        assert starts == [("threads",), ("threads",)]
+    finally:
+        events.dispose()
+        await cache.aclose()
         await runner.cleanup()
