@@ -325,9 +325,9 @@ async def sync(
         if on_source is not None:
             on_source(source)
         refetch: Refetch = "all" if mirror else "active"
-        # The live server's message frames name no thread: with the default table, the
-        # resolver finds it (from the cache, else one GET) so that one list is reached.
-        parents = ParentResolver(qc, mirror=mirror) if registry is None else None
+        # The live server's message frames name no thread: the resolver finds it (from
+        # the cache, else one GET) so that one list is reached, whatever the registry.
+        parents = ParentResolver(qc, mirror=mirror)
         pipeline = build_pipeline(
             source,
             qc,
