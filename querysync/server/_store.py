@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import bisect
 import copy
 import logging
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -178,7 +179,7 @@ class ResourceStore:
     thread, since listeners write to the connections.
     """
 
-    __slots__ = ("_data", "_listeners", "_new_id", "_seq", "_sequence", "_views")
+    __slots__ = ("_data", "_listeners", "_new_id", "_order", "_seq", "_sequence", "_views")
 
     def __init__(self, *, new_id: Callable[[], str] | None = None) -> None:
         """An empty store; ``new_id`` makes ids for creates without one (uuid4 hex)."""
@@ -190,6 +191,11 @@ class ResourceStore:
         # Creation numbers: a page's cursor is the number of its last item, which stays
         # valid whatever is created or deleted before the next page is asked for.
         self._seq: dict[str, dict[str, int]] = {t: {} for t in RESOURCE_TYPES}
+        # Per type, the creation numbers in order and whose they are: a page starts by
+        # bisection, so reading a list of n items a page at a time costs O(n), not O(n^2).
+        self._order: dict[str, tuple[list[int], dict[int, str]]] = {
+            t: ([], {}) for t in RESOURCE_TYPES
+        }
         self._sequence = 0
         self._listeners: list[ChangeListener] = []
 
@@ -240,19 +246,24 @@ class ResourceStore:
         if limit < 1:
             raise ValueError("limit must be at least 1")
         views = self._views[self._type(resource_type)]
-        numbers = self._seq[resource_type]
         table = self._data[resource_type]
-        order = reversed(views) if newest_first else iter(views)
+        numbers, owners = self._order[resource_type]
+        if newest_first:
+            end = len(numbers) if after is None else bisect.bisect_left(numbers, after)
+            positions: Iterable[int] = range(end - 1, -1, -1)
+        else:
+            start = 0 if after is None else bisect.bisect_right(numbers, after)
+            positions = range(start, len(numbers))
         out: list[dict[str, Any]] = []
-        for rid in order:
-            n = numbers[rid]
-            if after is not None and (n >= after if newest_first else n <= after):
-                continue
+        last = 0
+        for at in positions:
+            rid = owners[numbers[at]]
             if where and not all(table[rid].get(k) == v for k, v in where.items()):
                 continue
             if len(out) == limit:
-                return out, numbers[out[-1]["id"]]
+                return out, last
             out.append(views[rid])
+            last = numbers[at]
         return out, None
 
     def rest_view(self, resource_type: str, resource_id: str) -> dict[str, Any]:
@@ -301,6 +312,9 @@ class ResourceStore:
         table[rid] = resource
         self._sequence += 1
         self._seq[resource_type][rid] = self._sequence
+        numbers, owners = self._order[resource_type]
+        numbers.append(self._sequence)
+        owners[self._sequence] = rid
         self._views[resource_type][rid] = _list_view(schema, resource)
         # The live server's save() announces an update before the create, same etag.
         self._emit("updated", resource_type, resource)
@@ -332,7 +346,10 @@ class ResourceStore:
                 self.delete(child_type, child["id"])
         last = self._table(resource_type).pop(resource_id)
         del self._views[resource_type][resource_id]
-        del self._seq[resource_type][resource_id]
+        number = self._seq[resource_type].pop(resource_id)
+        numbers, owners = self._order[resource_type]
+        del numbers[bisect.bisect_left(numbers, number)]
+        del owners[number]
         self._emit("deleted", resource_type, last)
         return copy.deepcopy(last)
 
