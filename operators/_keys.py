@@ -36,7 +36,12 @@ def expand_keys_(
             )
             general, specific = reg.general_keys(update.resource_type), ()
         if not general and not specific:
-            return None
+            # A type with a rule whose frame names no key by itself (a live message
+            # frame lacks its thread): passed on with no keys, so that a later stage
+            # that can find them (querysync.sync's parent resolver) still sees it.
+            return (
+                Invalidation(update, (), ()) if update.resource_type in reg.resource_types else None
+            )
         # Keys a rule derives from another field (a message's thread list) are not this
         # resource's own: a delete refetches them instead of removing them.
         return Invalidation(

@@ -10,11 +10,16 @@ from ._model import ResourceChangeUpdate
 
 __all__ = [
     "NODETOOL_INTERNAL_TYPES",
+    "PARENTS",
+    "REFETCH_TABLE",
     "KeyRegistry",
+    "Parent",
     "QueryKey",
+    "RefetchRow",
     "SpecificKeys",
     "default_registry",
     "key_matches",
+    "mirrored_by_table",
     "nodetool_registry",
 ]
 
@@ -190,35 +195,171 @@ def default_registry() -> KeyRegistry:
     return reg
 
 
-def _message_keys(update: ResourceChangeUpdate) -> list[QueryKey]:
-    keys: list[QueryKey] = [("message", update.resource.id)]
-    thread_id = (update.resource.model_extra or {}).get("thread_id")
-    if isinstance(thread_id, str) and thread_id:
-        keys.append(("messages", thread_id))
-    return keys
+_ALL_EVENTS: frozenset[str] = frozenset({"created", "updated", "deleted"})
 
 
-def _workflow_version_keys(update: ResourceChangeUpdate) -> list[QueryKey]:
-    workflow_id = (update.resource.model_extra or {}).get("workflow_id")
-    if isinstance(workflow_id, str) and workflow_id:
-        return [("workflow_versions", workflow_id)]
-    return []
+@dataclass(frozen=True, slots=True)
+class RefetchRow:
+    """One row of the refetch table: a resource type, one key its changes reach, and why.
+
+    ``key`` is a template: ``"{id}"`` stands for the resource's id, ``"{thread_id}"`` or
+    ``"{workflow_id}"`` for its parent's (from the frame, else resolved: see
+    :data:`PARENTS`). ``events`` are the events that reach the key (empty: none, a row
+    that only says why the key is left alone). A key naming ``{id}`` is removed on
+    ``deleted``; every other reached key is invalidated, and refetched as the mode says.
+    ``mirrored``: mirror mode also fetches the key once when a change of the resource
+    finds it missing (and, after a resync, for every listed resource); from then on
+    only ``events`` refetch it.
+    """
+
+    resource_type: str
+    key: tuple[str, ...]
+    events: frozenset[str]
+    why: str
+    mirrored: bool = False
+
+
+def _row(
+    resource_type: str, key: tuple[str, ...], events: str, why: str, *, mirrored: bool = False
+) -> RefetchRow:
+    chosen = _ALL_EVENTS if events == "all" else frozenset(events.split())
+    return RefetchRow(resource_type, key, chosen, why, mirrored)
+
+
+REFETCH_TABLE: tuple[RefetchRow, ...] = (
+    _row("workflow", ("workflows",), "all", "the list shows every workflow"),
+    _row(
+        "workflow", ("workflow", "{id}"), "all", "its detail (removed when deleted)", mirrored=True
+    ),
+    _row(
+        "workflow",
+        ("workflow_versions", "{id}"),
+        "deleted",
+        "removed with the workflow. An update does not change the versions: a new "
+        "version sends its own workflowversion frame. Mirror mode fetches the list once",
+        mirrored=True,
+    ),
+    _row(
+        "workflow",
+        ("templates",),
+        "",
+        "the packages' example workflows: no write of a user's workflow changes them "
+        "(the seed table, default_registry(), still marks them)",
+    ),
+    _row(
+        "workflowversion",
+        ("workflow_versions", "{workflow_id}"),
+        "all",
+        "its workflow's version list; the live frame has no workflow_id: found in the "
+        "cached version lists, else every cached version list is reached",
+    ),
+    _row("job", ("jobs",), "all", "the list shows every job (jobs only send updated)"),
+    _row("job", ("job", "{id}"), "all", "its detail", mirrored=True),
+    _row("asset", ("assets",), "all", "the list shows the asset"),
+    _row("asset", ("asset", "{id}"), "all", "its detail", mirrored=True),
+    _row("thread", ("threads",), "all", "the list shows every thread"),
+    _row("thread", ("thread", "{id}"), "all", "its detail", mirrored=True),
+    _row(
+        "thread",
+        ("messages", "{id}"),
+        "deleted",
+        "removed with the thread (the server would answer 200 and an empty list); a "
+        "thread's own change does not change its messages, which send their own frames. "
+        "Mirror mode fetches the list once",
+        mirrored=True,
+    ),
+    _row("message", ("message", "{id}"), "all", "its detail", mirrored=True),
+    _row(
+        "message",
+        ("messages", "{thread_id}"),
+        "all",
+        "its thread's list and no other; the live frame has no thread_id: found in the "
+        "cache (the message's detail, the message lists' items) or by GET /api/messages/{id}",
+    ),
+    _row("workspace", ("workspaces",), "all", "the list shows the workspace"),
+    _row("workspace", ("workspace", "{id}"), "all", "its detail", mirrored=True),
+    _row("secret", ("secrets",), "all", "the list shows the secret"),
+    _row("collection", ("collections",), "all", "the list shows the collection"),
+    _row("model", ("models",), "all", "the list shows the model"),
+)
+"""Which keys each live event type reaches, and why: what :func:`nodetool_registry` reads."""
+
+
+@dataclass(frozen=True, slots=True)
+class Parent:
+    """A resource type whose frames lack the id of the resource that holds it."""
+
+    field: str
+    # The key name of the parent's list of these resources ("messages").
+    list_name: str
+    # The key name of the resource's own detail, whose body holds ``field`` (or None).
+    detail: str | None
+
+
+# The frames of these types name no parent (shared/nodetool-protocol.md); each row's
+# field is the placeholder its REFETCH_TABLE row uses ("{thread_id}").
+PARENTS: dict[str, Parent] = {
+    "message": Parent("thread_id", "messages", detail="message"),
+    # No GET serves one version: only the cached version lists can tell its workflow.
+    "workflowversion": Parent("workflow_id", "workflow_versions", detail=None),
+}
+"""Type -> how its parent is named: ``{"message": Parent("thread_id", "messages", "message")}``."""
+
+
+def _named_parent(update: ResourceChangeUpdate, field: str) -> str | None:
+    value = (update.resource.model_extra or {}).get(field)
+    return value if isinstance(value, str) and value else None
+
+
+def _table_rule(rows: tuple[RefetchRow, ...]) -> tuple[tuple[QueryKey, ...], SpecificKeys]:
+    general = tuple(r.key for r in rows if r.events == _ALL_EVENTS and len(r.key) == 1)
+
+    def specific(update: ResourceChangeUpdate) -> list[QueryKey]:
+        keys: list[QueryKey] = []
+        for row in rows:
+            if len(row.key) == 1 or update.event not in row.events:
+                continue
+            slot = row.key[1]
+            if slot == "{id}":
+                keys.append((row.key[0], update.resource.id))
+                continue
+            # Only a frame that names the parent gives its key here: finding one the
+            # frame lacks needs the cache (ParentResolver, which Sync runs).
+            parent = _named_parent(update, slot[1:-1])
+            if parent is not None:
+                keys.append((row.key[0], parent))
+        return keys
+
+    specific.__qualname__ = f"refetch_table[{rows[0].resource_type!r}]"
+    return general, specific
+
+
+def mirrored_by_table(resource_type: str, resource_id: str) -> tuple[QueryKey, ...]:
+    """The keys of one resource that mirror mode holds, from :data:`REFETCH_TABLE`."""
+    if not resource_id:
+        return ()
+    return tuple(
+        (row.key[0], resource_id)
+        for row in REFETCH_TABLE
+        if row.mirrored and row.resource_type == resource_type and row.key[1:] == ("{id}",)
+    )
 
 
 def nodetool_registry() -> KeyRegistry:
-    """The default table plus what the live NodeTool server sends.
+    """The keys the live NodeTool server's changes reach, from :data:`REFETCH_TABLE`.
 
-    Adds ``message`` (all message lists, the thread's list when the resource carries a
-    ``thread_id``, and the message itself), ``workflowversion`` (the version lists),
-    detail keys for assets and workspaces, and ignores the server's internal types
-    (:data:`NODETOOL_INTERNAL_TYPES`) quietly.
+    Unlike :func:`default_registry` (the seed table, unchanged), it follows what the
+    live server does: templates are left alone on a workflow change, a workflow's
+    versions and a thread's messages are reached by their own frames (and removed with
+    their parent), and the server's internal types are ignored quietly
+    (:data:`NODETOOL_INTERNAL_TYPES`). A frame that lacks its parent's id (the live
+    message and workflowversion frames) reaches no parent list here: :func:`querysync.sync`
+    finds the parent (see :data:`PARENTS`) and reaches that one list.
     """
-    reg = default_registry()
-    reg.register("asset", ["assets"], _by_id("asset"))
-    reg.register("workspace", ["workspaces"], _by_id("workspace"))
-    reg.register("message", ["messages"], _message_keys)
-    # The live server sends only id and etag, so without a workflow_id every version
-    # list is suspect; ("workflow_versions",) is a prefix of all of them.
-    reg.register("workflowversion", ["workflow_versions"], _workflow_version_keys)
+    reg = KeyRegistry()
+    for resource_type in dict.fromkeys(r.resource_type for r in REFETCH_TABLE):
+        rows = tuple(r for r in REFETCH_TABLE if r.resource_type == resource_type)
+        general, specific = _table_rule(rows)
+        reg.register(resource_type, general, specific)
     reg.ignore(*NODETOOL_INTERNAL_TYPES)
     return reg

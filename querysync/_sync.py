@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Any, ParamSpec, cast
 import aiohttp
 from reactivex import abc
 
-from ._keys import KeyRegistry, QueryKey, nodetool_registry
+from ._keys import KeyRegistry, QueryKey, mirrored_by_table, nodetool_registry
 from ._model import Resource, ResourceChangeUpdate
 from ._nodetool import LIST_KEYS, LISTED_TYPES, NodeToolApi, endpoint_for
+from ._parents import ParentResolver
 from ._pipeline import Pipeline, Refetch, build_pipeline
 from ._signals import Invalidation, Resync
 from ._token import TokenProvider, TokenSource
@@ -34,12 +35,17 @@ log = logging.getLogger("querysync.sync")
 def mirrored_keys(
     registry: KeyRegistry, resource_type: str, resource_id: str
 ) -> tuple[QueryKey, ...]:
-    """The keys of one resource that mirror mode holds: its specific keys a REST endpoint serves."""
+    """The keys of one resource that mirror mode holds, where a REST endpoint serves them.
+
+    Its specific keys (as an update shows them), then the refetch table's mirrored keys
+    (a workflow's versions, a thread's messages: fetched once, then kept by their frames).
+    """
     update = ResourceChangeUpdate(
         event="updated", resource_type=resource_type, resource=Resource(id=resource_id)
     )
     _, specific = registry.split(update)
-    return tuple(k for k in specific if endpoint_for(k) is not None)
+    keys = dict.fromkeys((*specific, *mirrored_by_table(resource_type, resource_id)))
+    return tuple(k for k in keys if endpoint_for(k) is not None)
 
 
 class Sync:
@@ -55,7 +61,9 @@ class Sync:
     answer and the first frame. After a resync (a reconnection) it also reads the
     refetched lists and fetches every listed resource it holds no entry for: changes
     sent while the connection was down are lost, and a resource created then is named
-    nowhere else. Only the first page of each list is read.
+    nowhere else. Lists are read whole (every page), so it is found wherever it sits.
+    A message frame (which names no thread) reaches only its thread's message list:
+    ``parents`` finds the thread (see :class:`querysync._parents.ParentResolver`).
     """
 
     def __init__(
@@ -69,6 +77,7 @@ class Sync:
         owns_cache: bool,
         mirror: bool,
         registry: KeyRegistry | None = None,
+        parents: ParentResolver | None = None,
     ) -> None:
         self.source = source
         self.cache = cache
@@ -76,6 +85,7 @@ class Sync:
         self.pipeline = pipeline
         self.mirror = mirror
         self._registry = registry if registry is not None else nodetool_registry()
+        self._parents = parents
         self._discovery: asyncio.Task[None] | None = None
         self._session = session
         self._owns_cache = owns_cache
@@ -124,6 +134,25 @@ class Sync:
     def _on_next(self, item: Invalidation | Resync) -> None:
         if self.mirror and isinstance(item, Resync):
             self._start_discovery()
+            return
+        if not isinstance(item, Invalidation):
+            return
+        update = item.update
+        if self.mirror and update.event != "deleted":
+            # Keys the table holds in a mirror but that the change does not refetch (a
+            # workflow's versions): fetched once, when missing.
+            for key in mirrored_by_table(update.resource_type, update.resource.id):
+                if key not in self.cache:
+                    try:
+                        self.cache.prefetch(key)
+                    except Exception:
+                        log.exception("mirroring %r failed", key)
+        if self._parents is not None:
+            try:
+                self._parents.on_invalidation(item)
+            except Exception:
+                # A closed cache costs this frame's parent list only, never the stream.
+                log.exception("reaching the parent list of %r failed", item.update)
 
     def _start_discovery(self) -> None:
         if self._discovery is not None:
@@ -133,25 +162,26 @@ class Sync:
     async def _discover(self) -> None:
         """Fetch the keys of every listed resource the cache has no entry for."""
         try:
-            threads = await self._discover_in(list(LISTED_TYPES.items()))
-            await self._discover_in([(("messages", t), "message") for t in threads])
+            lists = [(key, member, rtype) for key, (member, rtype) in LISTED_TYPES.items()]
+            threads = await self._discover_in(lists)
+            await self._discover_in([(("messages", t), "messages", "message") for t in threads])
         except asyncio.CancelledError:
             raise
         except Exception:
             # A server that answers lists in another shape costs the discovery only.
             log.exception("reading the lists after a resync failed")
 
-    async def _discover_in(self, lists: list[tuple[QueryKey, str]]) -> list[str]:
+    async def _discover_in(self, lists: list[tuple[QueryKey, str, str]]) -> list[str]:
         """Prefetch the missing keys of the items of ``lists``; the ids of the threads seen.
 
-        ``lists`` pairs a list key with its items' type; a body holds them under the
-        member named like the key's first element (``{"messages": [...]}``).
+        ``lists`` holds (list key, the body member of its items, their resource type).
+        The fetcher reads every page, so each entry holds the whole list.
         """
-        entries = await asyncio.gather(*(self.cache.fetch(key) for key, _ in lists))
+        entries = await asyncio.gather(*(self.cache.fetch(key) for key, _, _ in lists))
         threads: list[str] = []
-        for (key, resource_type), entry in zip(lists, entries, strict=True):
+        for (_, member, resource_type), entry in zip(lists, entries, strict=True):
             body = entry.data if entry is not None else None
-            items = body.get(str(key[0])) if isinstance(body, dict) else None
+            items = body.get(member) if isinstance(body, dict) else None
             for item in items if isinstance(items, list) else ():
                 rid = item.get("id") if isinstance(item, dict) else None
                 if not isinstance(rid, str) or not rid:
@@ -193,6 +223,8 @@ class Sync:
         stats = self.stats()
         out = {f"source.{n}": v for n, v in cast(Mapping[str, int], stats["source"]).items()}
         out.update({f"api.{n}": v for n, v in self.api.counts.items()})
+        if self._parents is not None:
+            out.update({f"parents.{n}": v for n, v in self._parents.counts.items()})
         out.update(cast(Mapping[str, int], stats["pipeline"]))
         out.update({f"cache.{n}": v for n, v in cast(Mapping[str, int], stats["cache"]).items()})
         return out
@@ -226,6 +258,8 @@ class Sync:
             discovery = self._discovery
             if discovery is not None and not discovery.done():
                 await asyncio.wait({discovery})
+            if self._parents is not None:
+                await self._parents.wait()
             await self.cache.wait_idle()
             if self._discovery is discovery:
                 return
@@ -242,6 +276,8 @@ class Sync:
             self._discovery.cancel()
             await asyncio.wait({self._discovery})
             self._discovery = None
+        if self._parents is not None:
+            await self._parents.aclose()
         await self.source.close()
         if self._owns_cache:
             await self.cache.aclose()
@@ -368,6 +404,9 @@ async def sync(
         if on_source is not None:
             on_source(source)
         refetch: Refetch = "all" if mirror else "active"
+        # The live server's message frames name no thread: the resolver finds it (from
+        # the cache, else one GET) so that one list is reached, whatever the registry.
+        parents = ParentResolver(qc, mirror=mirror)
         pipeline = build_pipeline(
             source,
             qc,
@@ -386,6 +425,7 @@ async def sync(
             owns_cache=owns_cache,
             mirror=mirror,
             registry=registry,
+            parents=parents,
         )
         running._start()
     except BaseException:

@@ -135,7 +135,7 @@ async def test_serve_answers_and_stops_cleanly_on(
         assert base in await cmd.line()
         async with session.get(f"{base}/api/workflows/") as response:
             assert response.status == 200
-            assert await response.json() == {"next": None, "workflows": []}
+            assert await response.json() == {"next": "", "workflows": []}
         async with session.ws_connect(f"ws://127.0.0.1:{port}/ws") as ws:
             async with session.post(f"{base}/api/workflows/", json=WORKFLOW) as response:
                 assert response.status == 200

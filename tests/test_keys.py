@@ -156,65 +156,77 @@ def test_copy_is_independent() -> None:
     assert other.keys_for(change("updated", "job", "j")) == [("changed",)]
 
 
-# nodetool_registry: the default table plus the live server's types.
+# nodetool_registry: the keys the live server's changes reach (nodetool-protocol.md and
+# issues 9.2/11.3): templates are the packages' examples; versions and messages are
+# reached by their own frames and removed with their parent; frames name no parent.
+RID = "i"
+EVERY_EVENT: dict[str, list[QueryKey]] = {
+    "job": [("jobs",), ("job", RID)],
+    "asset": [("assets",), ("asset", RID)],
+    "workspace": [("workspaces",), ("workspace", RID)],
+    "secret": [("secrets",)],
+    "collection": [("collections",)],
+    "model": [("models",)],
+    "message": [("message", RID)],
+    # No workflow_id in the frame: the registry names no list (Sync finds it).
+    "workflowversion": [],
+}
+LIVE_KEYS: dict[tuple[str, str], list[QueryKey]] = {
+    ("workflow", "created"): [("workflows",), ("workflow", RID)],
+    ("workflow", "updated"): [("workflows",), ("workflow", RID)],
+    ("workflow", "deleted"): [("workflows",), ("workflow", RID), ("workflow_versions", RID)],
+    ("thread", "created"): [("threads",), ("thread", RID)],
+    ("thread", "updated"): [("threads",), ("thread", RID)],
+    ("thread", "deleted"): [("threads",), ("thread", RID), ("messages", RID)],
+    **{
+        (rtype, event): keys
+        for event in ("created", "updated", "deleted")
+        for rtype, keys in EVERY_EVENT.items()
+    },
+}
 
 
-def test_nodetool_registry_keeps_the_seed_table() -> None:
-    reg = nodetool_registry()
-    for resource_type in ("workflow", "job", "thread", "collection", "secret", "model"):
-        general, specific = SEED_TABLE[resource_type]
-        expected: list[QueryKey] = [(n,) for n in general] + [(n, "i") for n in specific]
-        assert reg.keys_for(change("updated", resource_type, "i")) == expected
+@pytest.mark.parametrize(("rtype", "event"), sorted(LIVE_KEYS))
+def test_nodetool_registry_follows_the_live_server(rtype: str, event: str) -> None:
+    keys = nodetool_registry().keys_for(change(event, rtype, RID, etag="e"))  # type: ignore[arg-type]
+    assert keys == LIVE_KEYS[(rtype, event)]
 
 
-def test_nodetool_message_without_thread_id() -> None:
-    # The live server sends only id and etag: every message list is suspect, and
-    # ("messages",) is a prefix of each thread's ("messages", thread_id).
-    keys = nodetool_registry().keys_for(change("created", "message", "m1", etag="e"))
-    assert keys[0] == ("messages",)
-    assert not any(k[0] == "messages" and len(k) > 1 for k in keys)
-    # GET /api/messages/{id} exists, so the message itself is a detail query.
-    assert ("message", "m1") in keys
+def test_nodetool_registry_leaves_the_seed_table_to_default_registry() -> None:
+    update = change("updated", "workflow", RID)
+    assert ("templates",) in default_registry().keys_for(update)
+    assert ("workflow_versions", RID) in default_registry().keys_for(update)
+    assert ("templates",) not in nodetool_registry().keys_for(update)
+    assert ("workflow_versions", RID) not in nodetool_registry().keys_for(update)
 
 
-def test_nodetool_message_with_thread_id() -> None:
+def test_nodetool_message_with_thread_id_reaches_that_list_only() -> None:
     update = change("created", "message", "m1", etag="e", thread_id="t9")
-    keys = nodetool_registry().keys_for(update)
-    assert keys[0] == ("messages",)
-    assert ("messages", "t9") in keys
-    assert ("message", "m1") in keys
+    assert nodetool_registry().keys_for(update) == [("message", "m1"), ("messages", "t9")]
 
 
 @pytest.mark.parametrize("thread_id", ["", 5, None, ["t9"]])
-def test_nodetool_message_with_unusable_thread_id_still_invalidates_the_lists(
-    thread_id: object,
-) -> None:
+def test_nodetool_message_with_unusable_thread_id_reaches_no_list(thread_id: object) -> None:
     keys = nodetool_registry().keys_for(change("created", "message", "m1", thread_id=thread_id))
-    assert keys[0] == ("messages",)
-    assert all(len(k) == 1 or k[0] == "message" for k in keys)
+    assert keys == [("message", "m1")]
 
 
-def test_nodetool_message_without_id() -> None:
-    assert nodetool_registry().keys_for(change("deleted", "message", "")) == [("messages",)]
+def test_nodetool_message_without_id_reaches_nothing() -> None:
+    assert nodetool_registry().keys_for(change("deleted", "message", "")) == []
 
 
-def test_nodetool_workflowversion_invalidates_version_lists() -> None:
+def test_nodetool_version_with_workflow_id_reaches_that_list_only() -> None:
+    named = change("updated", "workflowversion", "v1", workflow_id="w9")
+    assert nodetool_registry().keys_for(named) == [("workflow_versions", "w9")]
+
+
+def test_nodetool_deleted_message_refetches_its_thread_list_but_removes_itself() -> None:
+    update = change("deleted", "message", "m1", thread_id="t1")
     reg = nodetool_registry()
-    keys = reg.keys_for(change("created", "workflowversion", "v1", etag="e"))
-    assert keys[0] == ("workflow_versions",)
-    with_wf = reg.keys_for(change("created", "workflowversion", "v1", workflow_id="w1"))
-    assert with_wf[0] == ("workflow_versions",)
-    assert ("workflow_versions", "w1") in with_wf
-
-
-def test_nodetool_asset_and_workspace_have_detail_keys() -> None:
-    reg = nodetool_registry()
-    assert reg.keys_for(change("updated", "asset", "a1")) == [("assets",), ("asset", "a1")]
-    assert reg.keys_for(change("updated", "workspace", "s1")) == [
-        ("workspaces",),
-        ("workspace", "s1"),
-    ]
-    assert reg.keys_for(change("deleted", "asset", "")) == [("assets",)]
+    general, specific = reg.split(update)
+    inv = Invalidation(update, (*general, *specific))
+    assert inv.specific_keys == (("message", "m1"),)
+    assert inv.general_keys == (("messages", "t1"),)
 
 
 @pytest.mark.parametrize("resource_type", sorted(LIVE_INTERNAL_TYPES))
@@ -296,15 +308,6 @@ def test_invalidation_of_thread_names_its_messages_as_specific() -> None:
     inv = Invalidation(update, tuple(default_registry().keys_for(update)))
     assert inv.general_keys == (("threads",),)
     assert inv.specific_keys == (("thread", "t1"), ("messages", "t1"))
-
-
-def test_invalidation_of_message_keeps_the_thread_list_general() -> None:
-    # Deleting a message must refetch its thread's list, not remove it.
-    update = change("deleted", "message", "m1", thread_id="t1")
-    inv = Invalidation(update, tuple(nodetool_registry().keys_for(update)))
-    assert ("messages", "t1") in inv.general_keys
-    assert ("messages",) in inv.general_keys
-    assert inv.specific_keys == (("message", "m1"),)
 
 
 def test_invalidation_without_id_has_no_specific_keys() -> None:

@@ -26,6 +26,12 @@ WRITABLE = [
 ]
 WRITABLE_IDS = [w[0] for w in WRITABLE]
 
+# From shared/nodetool-protocol.md: which REST bodies carry an etag at all, which lists
+# show items whose etags differ from the detail's, and which types never send "created".
+REST_ETAG = {"workflow", "job", "asset", "thread"}
+LIST_DIFFERS = {"workflow", "job"}
+UPDATED_ONLY = {"job"}
+
 
 async def get(session: aiohttp.ClientSession, url: str, status: int = 200) -> Any:
     async with session.get(url) as resp:
@@ -69,7 +75,10 @@ async def test_an_empty_list_has_the_live_shape(
     body = await get(session, server.api_url + path)
     assert set(body) == keys
     assert body[items] == []
-    assert all(body[k] is None for k in keys - {items})
+    # "" or null ends the pages; the protocol: workflows say "" on the last page.
+    assert all(body[k] in ("", None) for k in keys - {items})
+    if items == "workflows":
+        assert body["next"] == ""
 
 
 @pytest.mark.parametrize(("rtype", "path", "fields", "change"), WRITABLE, ids=WRITABLE_IDS)
@@ -85,19 +94,44 @@ async def test_post_get_put_delete_round_trip_and_announce(
         async with session.post(server.api_url + path + "/", json=fields) as resp:
             assert resp.status == 200
             created = await resp.json()
-        assert created["etag"] == md5_of_sorted_dump(created)
         rid = created["id"]
-        assert await changes(ws, 2) == [("updated", rtype, rid), ("created", rtype, rid)]
+        stored = server.get(rtype, rid)
+        assert stored["etag"] == md5_of_sorted_dump(stored)
+        if rtype in REST_ETAG:
+            assert created == stored
+        else:
+            assert "etag" not in created
+            assert created == {k: v for k, v in stored.items() if k != "etag"}
+        frames = (
+            [("updated", rtype, rid)]
+            if rtype in UPDATED_ONLY
+            else [
+                ("updated", rtype, rid),
+                ("created", rtype, rid),
+            ]
+        )
+        assert await changes(ws, len(frames)) == frames
 
         assert await get(session, f"{server.api_url}{path}/{rid}") == created
         listing = await get(session, server.api_url + path)
-        assert [item for v in listing.values() if isinstance(v, list) for item in v] == [created]
+        items = [item for v in listing.values() if isinstance(v, list) for item in v]
+        assert [item["id"] for item in items] == [rid]
+        if rtype in LIST_DIFFERS:
+            # The list reads fewer columns: a subset of the detail, and another etag.
+            assert items[0]["etag"] != created["etag"]
+            assert items[0]["etag"] == md5_of_sorted_dump(items[0])
+            assert set(items[0]) < set(created)
+            assert all(created[k] == v for k, v in items[0].items() if k != "etag")
+        else:
+            assert items == [created]
 
         async with session.put(f"{server.api_url}{path}/{rid}", json=change) as resp:
             assert resp.status == 200
             updated = await resp.json()
         assert {k: updated[k] for k in change} == change
-        assert updated["etag"] == md5_of_sorted_dump(updated) != created["etag"]
+        now = server.get(rtype, rid)
+        assert now["etag"] == md5_of_sorted_dump(now) != stored["etag"]
+        assert ("etag" in updated) == (rtype in REST_ETAG)
         assert updated["created_at"] == created["created_at"]
         assert await changes(ws, 1) == [("updated", rtype, rid)]
 
@@ -141,7 +175,8 @@ async def test_messages_belong_to_a_thread(
     server.create("message", {"thread_id": other["id"], "content": "elsewhere"})
 
     body = await get(session, f"{server.api_url}/api/messages/?thread_id={thread['id']}")
-    assert body == {"next": None, "messages": [message]}
+    assert body == {"next": "", "messages": [message]}
+    assert "etag" not in message
     assert await get(session, f"{server.api_url}/api/messages/{message['id']}") == message
     missing = await get(session, f"{server.api_url}/api/messages/", status=422)
     assert missing["detail"][0]["loc"] == ["query", "thread_id"]
@@ -248,7 +283,7 @@ async def test_if_none_match_is_ignored(
 async def test_workflow_versions(server: NodeToolServer, session: aiohttp.ClientSession) -> None:
     workflow = server.create("workflow", WORKFLOW)
     url = f"{server.api_url}/api/workflows/{workflow['id']}/versions"
-    assert await get(session, url) == {"next": None, "versions": []}
+    assert await get(session, url) == {"next": "", "versions": []}
     async with session.ws_connect(server.ws_url) as ws:
         async with session.post(url, json={"name": "v1"}) as resp:
             assert resp.status == 200
@@ -259,7 +294,8 @@ async def test_workflow_versions(server: NodeToolServer, session: aiohttp.Client
         ]
     assert (version["workflow_id"], version["version"]) == (workflow["id"], 1)
     assert version["graph"] == workflow["graph"]
-    assert await get(session, url) == {"next": None, "versions": [version]}
+    assert "etag" not in version
+    assert await get(session, url) == {"next": "", "versions": [version]}
     await get(session, f"{server.api_url}/api/workflows/nope/versions", status=404)
 
 
@@ -297,8 +333,123 @@ async def test_a_secret_value_is_never_returned(
 async def test_lists_keep_creation_order_and_all_items_carry_id_and_etag(
     server: NodeToolServer, session: aiohttp.ClientSession
 ) -> None:
-    ids = [server.create("asset", {"name": f"{i}", "content_type": "text/plain"})["id"]
-           for i in range(5)]
+    ids = [
+        server.create("asset", {"name": f"{i}", "content_type": "text/plain"})["id"]
+        for i in range(5)
+    ]
     body = await get(session, f"{server.api_url}/api/assets/")
     assert [a["id"] for a in body["assets"]] == ids
     assert all(a["etag"] == md5_of_sorted_dump(a) for a in body["assets"])
+
+
+# Paging, row by row from the protocol table: (resource type, list path, items member,
+# cursor parameter, next member, page-size parameter, the live default page size). The
+# live defaults the protocol names: workflows 100, assets 10000, threads 10, messages
+# 100; jobs, workspaces and secrets name none, and the embedded server uses 100.
+PAGING = [
+    ("workflow", "/api/workflows/", "workflows", "cursor", "next", "limit", 100),
+    ("job", "/api/jobs/", "jobs", "start_key", "next_start_key", "limit", 100),
+    ("asset", "/api/assets/", "assets", "cursor", "next", "page_size", 10_000),
+    ("thread", "/api/threads/", "threads", "cursor", "next", "limit", 10),
+    ("message", "/api/messages/?thread_id={t}", "messages", "cursor", "next", "limit", 100),
+    ("workspace", "/api/workspaces/", "workspaces", "cursor", "next_cursor", "limit", 100),
+    ("secret", "/api/settings/secrets", "secrets", "key", "next_key", None, 100),
+]
+FIELDS: dict[str, dict[str, Any]] = {
+    "workflow": WORKFLOW,
+    "job": {"workflow_id": "w1"},
+    "asset": {"name": "a", "content_type": "text/plain"},
+    "thread": {"title": "t"},
+    "workspace": {"name": "s", "path": "/s"},
+    "secret": {"key": "K"},
+}
+
+
+def with_param(url: str, name: str, value: object) -> str:
+    return f"{url}{'&' if '?' in url else '?'}{name}={value}"
+
+
+@pytest.mark.parametrize("row", PAGING, ids=[r[0] for r in PAGING])
+async def test_lists_page_with_the_live_names_and_defaults(
+    server: NodeToolServer, session: aiohttp.ClientSession, row: tuple[Any, ...]
+) -> None:
+    rtype, path, items, cursor, nxt, limit, default = row
+    thread = server.create("thread", {"title": "holder"})["id"] if rtype == "message" else ""
+    fields: dict[str, Any] = (
+        {"thread_id": thread, "content": "c"} if rtype == "message" else FIELDS[rtype]
+    )
+    ids: list[str] = []
+    # No page-size parameter (secrets): the live default page size decides.
+    small = 3 if limit is not None else default
+    ids += [server.create(rtype, fields)["id"] for _ in range(small * 2 + 1)]
+    url = server.api_url + path.format(t=thread)
+
+    def page_url(at: str | None) -> str:
+        sized = with_param(url, limit, small) if limit is not None else url
+        return sized if at is None else with_param(sized, cursor, at)
+
+    first = await get(session, page_url(None))
+    got, body, pages = [], first, 1
+    while True:
+        got += [item["id"] for item in body[items]]
+        if body[nxt] in ("", None):
+            break
+        assert isinstance(body[nxt], str)
+        assert len(body[items]) == small
+        body = await get(session, page_url(body[nxt]))
+        pages += 1
+    assert got == ids
+    assert pages == 3
+
+
+async def test_threads_default_to_ten_a_page_and_workflows_to_a_hundred(
+    server: NodeToolServer, session: aiohttp.ClientSession
+) -> None:
+    for i in range(12):
+        server.create("thread", {"title": f"t{i}"})
+    for _ in range(101):
+        server.create("workflow", WORKFLOW)
+    threads = await get(session, f"{server.api_url}/api/threads/")
+    assert len(threads["threads"]) == 10
+    assert threads["next"] not in ("", None)
+    rest = await get(session, f"{server.api_url}/api/threads/?cursor={threads['next']}")
+    assert len(rest["threads"]) == 2
+    assert rest["next"] == ""
+    workflows = await get(session, f"{server.api_url}/api/workflows/")
+    assert len(workflows["workflows"]) == 100
+    last = await get(session, f"{server.api_url}/api/workflows/?cursor={workflows['next']}")
+    assert len(last["workflows"]) == 1
+    assert last["next"] == ""
+
+
+async def test_a_cursor_survives_writes_between_pages(
+    server: NodeToolServer, session: aiohttp.ClientSession
+) -> None:
+    ids = [server.create("thread", {"title": f"t{i}"})["id"] for i in range(15)]
+    first = await get(session, f"{server.api_url}/api/threads/")
+    server.delete("thread", ids[9])  # the last item of the first page
+    late = server.create("thread", {"title": "late"})["id"]
+    rest = await get(session, f"{server.api_url}/api/threads/?cursor={first['next']}")
+    assert [t["id"] for t in rest["threads"]] == [*ids[10:], late]
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "x"])
+async def test_a_bad_page_size_is_422(
+    server: NodeToolServer, session: aiohttp.ClientSession, bad: str
+) -> None:
+    body = await get(session, f"{server.api_url}/api/threads/?limit={bad}", status=422)
+    assert body["detail"][0]["loc"] == ["query", "limit"]
+
+
+async def test_a_list_request_does_not_copy_the_store(server: NodeToolServer) -> None:
+    # Issue 9.4: the list views are made once per write, not per request.
+    for _ in range(3):
+        server.create("workflow", WORKFLOW)
+    first, _ = server.store.page("workflow", limit=10)
+    again, _ = server.store.page("workflow", limit=10)
+    assert all(a is b for a, b in zip(first, again, strict=True))
+    wid = first[0]["id"]
+    server.update("workflow", wid, {"name": "changed"})
+    changed, _ = server.store.page("workflow", limit=10)
+    assert changed[0]["name"] == "changed"
+    assert first[0]["name"] == "w"  # a view already handed out is never changed

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from . import _catalog
 from ._auth import Credentials, rest_auth_failure
-from ._store import InvalidResource, ResourceStore, UnknownResource
+from ._store import InvalidResource, ResourceStore, UnknownResource, rest_body
 
 __all__ = ["RestApi"]
 
@@ -23,33 +23,113 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @dataclass(frozen=True, slots=True)
 class _Endpoint:
+    """A list endpoint and how it pages, as on the live server (shared/nodetool-protocol.md)."""
+
     resource_type: str
     path: str
-    wrap: Callable[[list[dict[str, Any]]], dict[str, Any]]
+    items: str
+    # The query parameter that asks for a page, the body member that names the next
+    # one, and the page-size parameter with its default (None: one page, no size).
+    cursor: str
+    next: str
+    limit: str | None
+    default_limit: int
+    # What the next member holds on the last page.
+    last: str | None = ""
     # A query parameter the list needs (messages are listed per thread).
     required_filter: str | None = None
+    # Members in the order the live server writes them.
+    items_first: bool = False
 
 
-# Each list wraps its items the way the live server does; there is one page only, so
-# every "next" marker is null.
 _ENDPOINTS = (
-    _Endpoint("workflow", "/api/workflows", lambda items: {"next": None, "workflows": items}),
-    _Endpoint("job", "/api/jobs", lambda items: {"jobs": items, "next_start_key": None}),
-    _Endpoint("asset", "/api/assets", lambda items: {"next": None, "assets": items}),
-    _Endpoint("thread", "/api/threads", lambda items: {"next": None, "threads": items}),
+    _Endpoint("workflow", "/api/workflows", "workflows", "cursor", "next", "limit", 100),
+    _Endpoint(
+        "job",
+        "/api/jobs",
+        "jobs",
+        "start_key",
+        "next_start_key",
+        "limit",
+        100,
+        last=None,
+        items_first=True,
+    ),
+    _Endpoint("asset", "/api/assets", "assets", "cursor", "next", "page_size", 10_000),
+    _Endpoint("thread", "/api/threads", "threads", "cursor", "next", "limit", 10),
     _Endpoint(
         "message",
         "/api/messages",
-        lambda items: {"next": None, "messages": items},
+        "messages",
+        "cursor",
+        "next",
+        "limit",
+        100,
         required_filter="thread_id",
     ),
     _Endpoint(
-        "workspace", "/api/workspaces", lambda items: {"workspaces": items, "next_cursor": None}
+        "workspace",
+        "/api/workspaces",
+        "workspaces",
+        "cursor",
+        "next_cursor",
+        "limit",
+        100,
+        last=None,
+        items_first=True,
     ),
     _Endpoint(
-        "secret", "/api/settings/secrets", lambda items: {"secrets": items, "next_key": None}
+        "secret",
+        "/api/settings/secrets",
+        "secrets",
+        "key",
+        "next_key",
+        None,
+        100,
+        last=None,
+        items_first=True,
     ),
 )
+# Versions page like the others but live under their workflow's path.
+_VERSIONS = _Endpoint(
+    "workflowversion",
+    "/api/workflows/{id}/versions",
+    "versions",
+    "cursor",
+    "next",
+    "limit",
+    100,
+    items_first=True,
+)
+
+
+def _int_param(request: web.Request, name: str, default: int | None) -> int | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise _unprocessable("int_parsing", ["query", name], "Input should be a positive integer")
+    return value
+
+
+def _page_body(
+    ep: _Endpoint, request: web.Request, store: ResourceStore, **where: Any
+) -> dict[str, Any]:
+    after = _int_param(request, ep.cursor, None)
+    limit = _int_param(request, ep.limit, ep.default_limit) if ep.limit else ep.default_limit
+    assert limit is not None
+    newest_first = request.query.get("reverse", "").lower() in ("1", "true")
+    items, cursor = store.page(
+        ep.resource_type, after=after, limit=limit, newest_first=newest_first, **where
+    )
+    nxt: str | None = str(cursor) if cursor is not None else ep.last
+    if ep.items_first:
+        return {ep.items: items, ep.next: nxt}
+    return {ep.next: nxt, ep.items: items}
 
 
 def _unprocessable(kind: str, loc: list[str], msg: str) -> InvalidResource:
@@ -75,7 +155,8 @@ class RestApi:
 
     Errors are JSON as FastAPI writes them: 401 and 404 ``{"detail": "..."}``, 422
     ``{"detail": [{"type", "loc", "msg"}, ...]}``. There is no ETag header and
-    ``If-None-Match`` is ignored, as on the live server.
+    ``If-None-Match`` is ignored, as on the live server. Each GET is counted under
+    ``"GET <route>"`` (``"GET /api/messages/{id}"``) in the server's counts.
     """
 
     def __init__(
@@ -110,6 +191,12 @@ class RestApi:
         """Auth for ``/api/``, and errors as JSON bodies."""
         if request.path.startswith("/api/"):
             self._counts["rest_requests"] += 1
+            if request.method == "GET":
+                # Per route ("GET /api/messages/{id}"): benchmarks and tests count what
+                # a client asked for on the server's side.
+                resource = request.match_info.route.resource
+                route = resource.canonical if resource is not None else request.path
+                self._counts[f"GET {route}"] += 1
             failure = rest_auth_failure(request, self._token)
             if failure is not None:
                 self._counts["rest_unauthorized"] += 1
@@ -136,20 +223,22 @@ class RestApi:
                 if not value:
                     raise _unprocessable("missing", ["query", ep.required_filter], "Field required")
                 where[ep.required_filter] = value
-            return web.json_response(ep.wrap(self._store.select(ep.resource_type, **where)))
+            return web.json_response(_page_body(ep, request, self._store, **where))
 
         return handle
 
     def _getter(self, ep: _Endpoint) -> Handler:
         async def handle(request: web.Request) -> web.StreamResponse:
-            return web.json_response(self._store.get(ep.resource_type, request.match_info["id"]))
+            rid = request.match_info["id"]
+            return web.json_response(self._store.rest_view(ep.resource_type, rid))
 
         return handle
 
     def _creator(self, ep: _Endpoint) -> Handler:
         async def handle(request: web.Request) -> web.StreamResponse:
             body = await _body(request)
-            return web.json_response(self._store.create(ep.resource_type, body))
+            created = self._store.create(ep.resource_type, body)
+            return web.json_response(rest_body(ep.resource_type, created))
 
         return handle
 
@@ -157,7 +246,8 @@ class RestApi:
         async def handle(request: web.Request) -> web.StreamResponse:
             body = await _body(request)
             rid = request.match_info["id"]
-            return web.json_response(self._store.update(ep.resource_type, rid, body))
+            updated = self._store.update(ep.resource_type, rid, body)
+            return web.json_response(rest_body(ep.resource_type, updated))
 
         return handle
 
@@ -171,8 +261,9 @@ class RestApi:
     async def _versions(self, request: web.Request) -> web.StreamResponse:
         workflow_id = request.match_info["id"]
         self._store.get("workflow", workflow_id)
-        versions = self._store.select("workflowversion", workflow_id=workflow_id)
-        return web.json_response({"next": None, "versions": versions})
+        return web.json_response(
+            _page_body(_VERSIONS, request, self._store, workflow_id=workflow_id)
+        )
 
     async def _create_version(self, request: web.Request) -> web.StreamResponse:
         workflow_id = request.match_info["id"]
@@ -180,7 +271,8 @@ class RestApi:
         body = await _body(request)
         fields = {"name": workflow["name"], "graph": workflow["graph"], **body}
         fields["workflow_id"] = workflow_id
-        return web.json_response(self._store.create("workflowversion", fields))
+        created = self._store.create("workflowversion", fields)
+        return web.json_response(rest_body("workflowversion", created))
 
     async def _examples(self, request: web.Request) -> web.StreamResponse:
         return web.json_response({"next": None, "workflows": _catalog.example_workflows()})

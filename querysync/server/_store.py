@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import bisect
 import copy
 import logging
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +22,7 @@ __all__ = [
     "InvalidResource",
     "ResourceStore",
     "UnknownResource",
+    "rest_body",
 ]
 
 log = logging.getLogger("querysync.server")
@@ -56,6 +58,13 @@ class _Schema:
     parents: tuple[tuple[str, str], ...] = ()
     # Children deleted with the resource: (resource type, field that points back here).
     children: tuple[tuple[str, str], ...] = ()
+    # Columns the live server's list query does not read: its list items lack them,
+    # and their etags (a hash of what was read) differ from the detail's.
+    unlisted: tuple[str, ...] = ()
+    # The REST bodies carry an etag (messages, workspaces, secrets, versions do not).
+    rest_etag: bool = True
+    # A create announces "updated" then "created"; jobs only ever send "updated".
+    announces_create: bool = True
 
 
 _SCHEMAS: dict[str, _Schema] = {
@@ -68,6 +77,7 @@ _SCHEMAS: dict[str, _Schema] = {
             "tags": _Field((list,), []),
         },
         children=(("workflowversion", "workflow_id"),),
+        unlisted=("graph",),
     ),
     "workflowversion": _Schema(
         {
@@ -77,6 +87,7 @@ _SCHEMAS: dict[str, _Schema] = {
             "graph": _Field((dict,), {}),
         },
         parents=(("workflow_id", "workflow"),),
+        rest_etag=False,
     ),
     "job": _Schema(
         {
@@ -85,7 +96,9 @@ _SCHEMAS: dict[str, _Schema] = {
             "status": _Field(_STR, "queued"),
             "params": _Field((dict,), {}),
             "error": _Field(_OPT_STR, None),
-        }
+        },
+        unlisted=("params",),
+        announces_create=False,
     ),
     "asset": _Schema(
         {
@@ -107,20 +120,23 @@ _SCHEMAS: dict[str, _Schema] = {
             "content": _Field((str, list, dict, type(None)), None),
         },
         parents=(("thread_id", "thread"),),
+        rest_etag=False,
     ),
     "workspace": _Schema(
         {
             "name": _Field(_STR),
             "path": _Field(_STR),
             "is_default": _Field((bool,), False),
-        }
+        },
+        rest_etag=False,
     ),
     "secret": _Schema(
         {
             "key": _Field(_STR),
             "description": _Field(_STR, ""),
             "is_configured": _Field((bool,), False),
-        }
+        },
+        rest_etag=False,
     ),
 }
 
@@ -163,12 +179,24 @@ class ResourceStore:
     thread, since listeners write to the connections.
     """
 
-    __slots__ = ("_data", "_listeners", "_new_id")
+    __slots__ = ("_data", "_listeners", "_new_id", "_order", "_seq", "_sequence", "_views")
 
     def __init__(self, *, new_id: Callable[[], str] | None = None) -> None:
         """An empty store; ``new_id`` makes ids for creates without one (uuid4 hex)."""
         self._new_id = new_id or (lambda: uuid.uuid4().hex)
         self._data: dict[str, dict[str, dict[str, Any]]] = {t: {} for t in RESOURCE_TYPES}
+        # What a list shows of each resource, made once per write: a list request hands
+        # these out as they are, instead of copying every item of every page it serves.
+        self._views: dict[str, dict[str, dict[str, Any]]] = {t: {} for t in RESOURCE_TYPES}
+        # Creation numbers: a page's cursor is the number of its last item, which stays
+        # valid whatever is created or deleted before the next page is asked for.
+        self._seq: dict[str, dict[str, int]] = {t: {} for t in RESOURCE_TYPES}
+        # Per type, the creation numbers in order and whose they are: a page starts by
+        # bisection, so reading a list of n items a page at a time costs O(n), not O(n^2).
+        self._order: dict[str, tuple[list[int], dict[int, str]]] = {
+            t: ([], {}) for t in RESOURCE_TYPES
+        }
+        self._sequence = 0
         self._listeners: list[ChangeListener] = []
 
     def subscribe(self, listener: ChangeListener) -> Callable[[], None]:
@@ -196,6 +224,51 @@ class ResourceStore:
             for r in self._table(resource_type).values()
             if all(r.get(k) == v for k, v in where.items())
         ]
+
+    def page(
+        self,
+        resource_type: str,
+        *,
+        after: int | None = None,
+        limit: int,
+        newest_first: bool = False,
+        **where: Any,
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """One page of a list as the REST API shows it, and the cursor of the next page.
+
+        The items are the stored list views, not copies: serialise them, never change
+        them. They follow creation order (``newest_first`` reverses it), start after the
+        item numbered ``after`` and number at most ``limit``; the cursor is None on the
+        last page. List views lack the columns the live list query does not read
+        (workflows' ``graph``, jobs' ``params``, with an etag of what is left) and carry
+        no etag where the live bodies have none.
+        """
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        views = self._views[self._type(resource_type)]
+        table = self._data[resource_type]
+        numbers, owners = self._order[resource_type]
+        if newest_first:
+            end = len(numbers) if after is None else bisect.bisect_left(numbers, after)
+            positions: Iterable[int] = range(end - 1, -1, -1)
+        else:
+            start = 0 if after is None else bisect.bisect_right(numbers, after)
+            positions = range(start, len(numbers))
+        out: list[dict[str, Any]] = []
+        last = 0
+        for at in positions:
+            rid = owners[numbers[at]]
+            if where and not all(table[rid].get(k) == v for k, v in where.items()):
+                continue
+            if len(out) == limit:
+                return out, last
+            out.append(views[rid])
+            last = numbers[at]
+        return out, None
+
+    def rest_view(self, resource_type: str, resource_id: str) -> dict[str, Any]:
+        """One resource as ``GET /api/.../{id}`` shows it (a copy); raises UnknownResource."""
+        return rest_body(resource_type, self.get(resource_type, resource_id))
 
     def snapshot(self) -> dict[str, dict[str, dict[str, Any]]]:
         """A deep copy of everything: ``{resource_type: {id: resource}}`` for every type."""
@@ -237,9 +310,16 @@ class ResourceStore:
         }
         resource["etag"] = etag_of(resource)
         table[rid] = resource
+        self._sequence += 1
+        self._seq[resource_type][rid] = self._sequence
+        numbers, owners = self._order[resource_type]
+        numbers.append(self._sequence)
+        owners[self._sequence] = rid
+        self._views[resource_type][rid] = _list_view(schema, resource)
         # The live server's save() announces an update before the create, same etag.
         self._emit("updated", resource_type, resource)
-        self._emit("created", resource_type, resource)
+        if schema.announces_create:
+            self._emit("created", resource_type, resource)
         return copy.deepcopy(resource)
 
     def update(
@@ -253,6 +333,7 @@ class ResourceStore:
         updated = {**copy.deepcopy(current), **body, "updated_at": _now()}
         updated["etag"] = etag_of(updated)
         self._table(resource_type)[resource_id] = updated
+        self._views[resource_type][resource_id] = _list_view(schema, updated)
         self._emit("updated", resource_type, updated)
         return copy.deepcopy(updated)
 
@@ -264,6 +345,11 @@ class ResourceStore:
             for child in self.select(child_type, **{back_ref: resource_id}):
                 self.delete(child_type, child["id"])
         last = self._table(resource_type).pop(resource_id)
+        del self._views[resource_type][resource_id]
+        number = self._seq[resource_type].pop(resource_id)
+        numbers, owners = self._order[resource_type]
+        del numbers[bisect.bisect_left(numbers, number)]
+        del owners[number]
         self._emit("deleted", resource_type, last)
         return copy.deepcopy(last)
 
@@ -274,6 +360,10 @@ class ResourceStore:
             raise InvalidResource(
                 [_error("enum", "resource_type", f"unknown resource type {resource_type!r}")]
             ) from None
+
+    def _type(self, resource_type: str) -> str:
+        self._schema(resource_type)
+        return resource_type
 
     def _table(self, resource_type: str) -> dict[str, dict[str, Any]]:
         self._schema(resource_type)
@@ -308,6 +398,25 @@ class ResourceStore:
             except Exception:
                 # A broken listener must not undo a write that already happened.
                 log.exception("resource change listener raised")
+
+
+def rest_body(resource_type: str, resource: dict[str, Any]) -> dict[str, Any]:
+    """``resource`` as a REST body shows it: no etag for the types whose bodies have none."""
+    if resource_type in _SCHEMAS and not _SCHEMAS[resource_type].rest_etag:
+        resource.pop("etag", None)
+    return resource
+
+
+def _list_view(schema: _Schema, resource: dict[str, Any]) -> dict[str, Any]:
+    # A deep copy once per write, so that a later write's merge never reaches a view
+    # that a list response is serialising.
+    view = {k: copy.deepcopy(v) for k, v in resource.items() if k not in schema.unlisted}
+    if not schema.rest_etag:
+        view.pop("etag", None)
+    elif schema.unlisted:
+        del view["etag"]
+        view["etag"] = etag_of(view)
+    return view
 
 
 def _writable(resource_type: str, fields: Mapping[str, Any]) -> dict[str, Any]:
