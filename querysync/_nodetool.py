@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -11,6 +10,7 @@ from urllib.parse import quote
 import aiohttp
 
 from ._exceptions import FetchError, ResourceGone
+from ._fetched import Fetched, decode_body
 from ._keys import QueryKey
 
 __all__ = [
@@ -114,8 +114,8 @@ class NodeToolApi:
         for prefix in FETCH_PREFIXES:
             cache.register_fetcher(prefix, self.fetch)
 
-    async def fetch(self, key: QueryKey) -> Any:
-        """The JSON body that serves ``key``.
+    async def fetch(self, key: QueryKey) -> Fetched:
+        """The JSON body that serves ``key``: its data, decoded once, and its text.
 
         Raises :class:`ResourceGone` on 404 and :class:`querysync.FetchError` on any other
         failure (status, malformed JSON, network, timeout), with the cause chained.
@@ -139,6 +139,6 @@ class NodeToolApi:
         if status >= 400:
             raise FetchError(f"GET {path}: HTTP {status}")
         try:
-            return json.loads(body)
+            return decode_body(body)
         except ValueError as exc:
             raise FetchError(f"GET {path}: malformed JSON ({exc})") from exc

@@ -90,7 +90,8 @@ async def test_fetch_returns_the_body_and_sends_the_bearer_token(
     url, seen = api_server
     async with aiohttp.ClientSession() as session:
         api = NodeToolApi(url + "/", session, token="secret")
-        assert await api.fetch(("workflow", "w1")) == {"id": "w1", "etag": "e-w1"}
+        fetched = await api.fetch(("workflow", "w1"))
+        assert fetched.data == {"id": "w1", "etag": "e-w1"}
     assert seen[0].headers["Authorization"] == "Bearer secret"
 
 
