@@ -41,6 +41,7 @@ from ._keys import (
     key_matches,
     nodetool_registry,
 )
+from ._fetched import Fetched
 from ._model import ChangeEvent, Resource, ResourceChangeUpdate
 from ._nodetool import LIST_KEYS, NodeToolApi, endpoint_for
 from ._pipeline import Pipeline, build_pipeline
@@ -62,6 +63,7 @@ __all__ = [
     "ConfigurationError",
     "Disagreement",
     "FetchError",
+    "Fetched",
     "Invalidation",
     "KeyRegistry",
     "NodeToolApi",

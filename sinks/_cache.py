@@ -325,6 +325,9 @@ class QueryCache:
     def register_fetcher(self, prefix: KeyLike, fetch: Fetch) -> None:
         """Fetch keys under ``prefix`` with ``fetch`` (``async (key) -> data``).
 
+        ``data`` is JSON, copied by the cache; or a :class:`querysync.Fetched` (the data
+        and its JSON text, as :class:`querysync.NodeToolApi` returns), stored as it is.
+
         The fetcher of the longest registered prefix of a key serves it; ``()`` serves
         every key no longer prefix claims. Registering a prefix again replaces its fetcher.
         """

@@ -23,7 +23,7 @@ __all__ = ["Fetch", "FetchHost", "FetchScheduler", "FetcherTable", "RetryPolicy"
 log = logging.getLogger("querysync.sinks")
 
 Fetch = Callable[[QueryKey], Awaitable[Any]]
-"""A fetcher: ``async (key) -> data``, where data is JSON."""
+"""A fetcher: ``async (key) -> data``, where data is JSON or a :class:`querysync.Fetched`."""
 
 
 class FetcherTable:

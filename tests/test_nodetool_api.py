@@ -54,6 +54,9 @@ def test_ids_are_quoted_into_one_path_segment() -> None:
     assert endpoint_for(("workflow", "a/b?c")) == "/api/workflows/a%2Fb%3Fc"
 
 
+SPACED = '{ "id": "spaced",\n  "name": "caf\u00e9 ☕", "etag": "e1" }\n'
+
+
 @pytest.fixture
 async def api_server() -> AsyncIterator[tuple[str, list[web.Request]]]:
     seen: list[web.Request] = []
@@ -65,6 +68,10 @@ async def api_server() -> AsyncIterator[tuple[str, list[web.Request]]]:
             return web.json_response({"detail": "not found"}, status=404)
         if wid == "broken":
             return web.Response(text="{not json", content_type="application/json")
+        if wid == "nan":
+            return web.Response(text='{"v": NaN}', content_type="application/json")
+        if wid == "spaced":
+            return web.Response(text=SPACED, content_type="application/json")
         if wid == "boom":
             return web.json_response({"detail": "boom"}, status=500)
         if wid == "slow":
@@ -100,6 +107,7 @@ async def test_fetch_returns_the_body_and_sends_the_bearer_token(
     [
         ("gone", ResourceGone, "404"),
         ("broken", FetchError, "malformed JSON"),
+        ("nan", FetchError, "malformed JSON.*NaN is not JSON"),
         ("boom", FetchError, "HTTP 500"),
         ("slow", FetchError, "timed out"),
     ],
@@ -127,3 +135,13 @@ async def test_key_without_endpoint_is_a_fetch_error() -> None:
         api = NodeToolApi("http://127.0.0.1:9", session)
         with pytest.raises(FetchError, match="no NodeTool endpoint"):
             await api.fetch(("nope",))
+
+
+async def test_fetch_returns_the_data_and_the_text_the_server_sent(
+    api_server: tuple[str, list[web.Request]],
+) -> None:
+    url, _ = api_server
+    async with aiohttp.ClientSession() as session:
+        fetched = await NodeToolApi(url, session).fetch(("workflow", "spaced"))
+    assert fetched.text == SPACED  # as sent: spacing, escapes and all
+    assert fetched.data == {"id": "spaced", "name": "caf\u00e9 \u2615", "etag": "e1"}

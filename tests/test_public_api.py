@@ -22,6 +22,7 @@ QUERYSYNC_ALL = [
     "ConfigurationError",
     "Disagreement",
     "FetchError",
+    "Fetched",
     "Invalidation",
     "KeyRegistry",
     "LIST_KEYS",
