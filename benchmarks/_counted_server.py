@@ -72,7 +72,9 @@ class _Counting(NodeToolServer):
         return app
 
 
-async def _write(server: _Counting, schedule: Sequence[tuple[float, int]], serial: list[int]) -> list[Write]:
+async def _write(
+    server: _Counting, schedule: Sequence[tuple[float, int]], serial: list[int]
+) -> list[Write]:
     start = time.monotonic() + 0.05
     made: list[Write] = []
     for n, (offset, index) in enumerate(schedule):

@@ -33,6 +33,7 @@ from ._exceptions import (
     ResourceGone,
     SourceError,
 )
+from ._fetched import Fetched
 from ._keys import (
     NODETOOL_INTERNAL_TYPES,
     KeyRegistry,
@@ -41,7 +42,6 @@ from ._keys import (
     key_matches,
     nodetool_registry,
 )
-from ._fetched import Fetched
 from ._model import ChangeEvent, Resource, ResourceChangeUpdate
 from ._nodetool import LIST_KEYS, NodeToolApi, endpoint_for
 from ._pipeline import Pipeline, build_pipeline

@@ -9,6 +9,7 @@ server (``querysync.audit``), and no key may have been fetched twice within a wi
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import defaultdict
 from pathlib import Path
 
@@ -59,7 +60,7 @@ async def test_a_mirror_under_load_fetches_each_key_once_per_window_and_ends_fre
         assert agreement.checked >= len(expected) > len(LIST_KEYS)
         assert running.cache.stats()["fetch_retry"] == 0
         for key, times in starts.items():
-            gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+            gaps = [b - a for a, b in itertools.pairwise(times)]
             # The loop's own clock decides when a held key may start: never early.
             assert all(gap >= WINDOW * 0.99 for gap in gaps), (key, gaps)
         assert len(starts[("workflows",)]) >= 2  # at connect, and again for the load
