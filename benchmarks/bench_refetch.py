@@ -20,15 +20,23 @@ versions routes beside them.
 Freshness (at N = 100): from a write to the moment the cache holds that workflow's
 detail at that write's revision or later, p50 and p99, at 10 and at 500 writes/s,
 beside one idle GET of a detail (median of 20) measured in the same run.
+
+JSON (at N = 1,000): the client's cost of one fetched list body, decoded once as the
+cache now takes it, against the three passes it used to make (decode in the fetcher,
+encode and decode again for the cache's copy); and orjson's decode, when orjson is
+importable, to show what a faster decoder would add to that.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
+import json
 import random
 import statistics
 import tempfile
 import time
+import timeit
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,6 +46,7 @@ from querysync import Sync
 from querysync._audit import audit
 from querysync._sync import sync
 from querysync.sinks import CacheEvent
+from querysync.sinks._entry import encode_data, parse_json
 
 from ._counted_server import CountedServer, Counts, Write, workflow_id
 from ._figures import Figure, figure, percentile
@@ -188,6 +197,25 @@ async def _idle_get(running: Sync) -> float:
     return statistics.median(times)
 
 
+def _json_rows(text: str, n: int) -> list[Figure]:
+    """Microseconds to take one list body in: one pass, the old three, and orjson's one."""
+
+    def best(fn: Any) -> float:
+        return min(timeit.repeat(fn, number=20, repeat=5)) / 20 * 1e6
+
+    one = best(lambda: json.loads(text))
+    three = best(lambda: parse_json(encode_data(json.loads(text))))
+    label = f"refetch JSON: one list body of {n:,} workflows ({len(text) / 1e3:,.0f} kB)"
+    rows = [figure(f"{label}, decoded once vs decode+encode+decode", one, "µs", baseline=three)]
+    try:
+        orjson = importlib.import_module("orjson")
+    except ImportError:
+        return rows
+    fast = best(lambda: orjson.loads(text))
+    rows.append(figure(f"{label}, orjson.loads vs json.loads", fast, "µs", baseline=one))
+    return rows
+
+
 def _rows(n: int, load: str, out: Outcome) -> list[Figure]:
     label = f"refetch N={n:,} {load} ({len(out.writes):,} writes)"
     return [
@@ -228,7 +256,9 @@ def _rows(n: int, load: str, out: Outcome) -> list[Figure]:
     ]
 
 
-async def _measure(n: int, loads: list[Load], fresh: list[tuple[float, Load]]) -> list[Figure]:
+async def _measure(
+    n: int, loads: list[Load], fresh: list[tuple[float, Load]], measure_json: bool
+) -> list[Figure]:
     figures: list[Figure] = []
     with CountedServer(n) as server, tempfile.TemporaryDirectory(prefix="qs-refetch-") as d:
         running = await sync(server.ws_url, server.api_url, d, window=WINDOW, mirror=True)
@@ -242,6 +272,8 @@ async def _measure(n: int, loads: list[Load], fresh: list[tuple[float, Load]]) -
                 outcome = await _load(server, running, load.schedule)
                 touched.update(index for _, index, _ in outcome.writes)
                 figures.extend(_rows(n, load.name, outcome))
+            if measure_json:
+                figures.extend(_json_rows((await running.api.fetch(("workflows",))).text, n))
             if fresh:
                 idle = await _idle_get(running)
                 figures.append(figure("refetch: one idle GET of a detail", idle * 1e3, "ms"))
@@ -321,8 +353,11 @@ def run(*, small: bool = False) -> list[Figure]:
             (500.0, Load("500/s", steady(2_000, 4.0, 100, seed=4))),
         ]
     figures: list[Figure] = []
+    # The smoke run has no N = 1,000: it measures the JSON passes on its own list.
+    json_at = 1_000 if 1_000 in sizes else sizes[0]
     for n in sizes:
-        figures.extend(asyncio.run(_measure(n, loads, fresh if n == sizes[0] else [])))
+        rows = _measure(n, loads, fresh if n == sizes[0] else [], measure_json=n == json_at)
+        figures.extend(asyncio.run(rows))
     return figures
 
 

@@ -444,7 +444,7 @@ async def test_a_fetched_body_is_kept_as_sent_and_its_data_is_not_copied(
 
 
 async def test_plain_data_from_a_fetcher_is_copied_once(cache: QueryCache) -> None:
-    shared = {"id": "w1", "tags": ["a"]}
+    shared: dict[str, Any] = {"id": "w1", "tags": ["a"]}
 
     async def fetch(key: QueryKey) -> Any:
         return shared
