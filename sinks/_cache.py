@@ -359,6 +359,9 @@ class QueryCache:
     async def fetch(self, key: KeyLike) -> CacheEntry | None:
         """Fetch ``key`` now (joining a fetch in flight) and return its entry afterwards.
 
+        Inside the key's ``fetch_window`` "now" is when the window closes: the request
+        joins the one fetch held for then.
+
         The entry is None when the key has no data (its first fetch failed, or it was
         removed meanwhile). Raises ConfigurationError when no fetcher serves the key.
         """
