@@ -315,6 +315,7 @@ class FetchScheduler:
         loop = asyncio.get_running_loop()
         call: asyncio.Future[Any] = asyncio.ensure_future(fetch(key))
         expired: asyncio.Future[None] = loop.create_future()
+
         def expire() -> None:
             if not expired.done():
                 expired.set_result(None)
