@@ -309,33 +309,30 @@ class FetchScheduler:
         timeout = self._timeout
         if timeout is None:
             return await fetch(key)
-        # The fetcher runs as a task of its own, raced against a timer: a fetcher that
-        # ignores its cancellation still gives its slot back at the timeout, which
-        # cancelling the calling task (as asyncio.timeout does) could not promise.
-        loop = asyncio.get_running_loop()
-        call: asyncio.Future[Any] = asyncio.ensure_future(fetch(key))
-        expired: asyncio.Future[None] = loop.create_future()
+        # asyncio.timeout's way, on the scheduler's clock: the timer cancels this task
+        # and the cancellation it caused becomes the timeout. The fetcher runs in this
+        # task rather than one of its own, which would cost two more turns of a loop
+        # that may be busy with thousands of invalidations a second.
+        task = asyncio.current_task()
+        assert task is not None
+        cancelling = task.cancelling()
+        expired = False
 
         def expire() -> None:
-            if not expired.done():
-                expired.set_result(None)
+            nonlocal expired
+            expired = True
+            task.cancel()
 
         timer = self._windows.after(timeout, expire)
         try:
-            await asyncio.wait((call, expired), return_when=asyncio.FIRST_COMPLETED)
+            return await fetch(key)
         except asyncio.CancelledError:
-            call.cancel()
-            call.add_done_callback(_retrieve)
+            if expired and task.uncancel() <= cancelling:
+                self.timeouts += 1
+                raise FetchError(f"timed out after {timeout:g} s (fetch_timeout)") from None
             raise
         finally:
             timer.dispose()
-            expired.cancel()
-        if call.done():
-            return call.result()
-        call.cancel()
-        call.add_done_callback(_retrieve)
-        self.timeouts += 1
-        raise FetchError(f"timed out after {timeout:g} s (fetch_timeout)")
 
     def _unregister(self, key: QueryKey, flight: _Flight) -> None:
         if self._flights.get(key) is flight:
@@ -349,13 +346,6 @@ class FetchScheduler:
         # bug can never surface as "Task exception was never retrieved".
         if not task.cancelled() and task.exception() is not None:
             log.error("fetch of %r ended with an internal error", key, exc_info=task.exception())
-
-
-def _retrieve(call: asyncio.Future[Any]) -> None:
-    # An abandoned call's outcome is of no use to anyone, but unretrieved it would be
-    # reported as "exception was never retrieved".
-    if not call.cancelled():
-        call.exception()
 
 
 def _describe(exc: BaseException) -> str:
