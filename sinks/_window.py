@@ -101,10 +101,6 @@ class FetchWindows:
         opens = last + self._window
         return opens if opens > self.scheduler.now else None
 
-    def held(self, key: QueryKey) -> bool:
-        """True while a fetch of ``key`` waits here for its window."""
-        return key in self._wakers
-
     async def hold(self, key: QueryKey, until: datetime) -> None:
         """Wait until ``until`` (a window's end), or until :meth:`release` of ``key``."""
         loop = asyncio.get_running_loop()
