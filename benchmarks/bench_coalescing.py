@@ -146,6 +146,11 @@ def run(*, small: bool = False) -> list[Figure]:
             max(ours.list_fetches.values(), default=0),
             "fetches",
             baseline=max(base.list_fetches.values(), default=0),
+            # The cache's per-key fetch window (sync passes the throttle window) bounds
+            # a shared key's fetches; without it each cluster of trailing edges cost one.
+            target="ratio <= 1",
+            met=max(ours.list_fetches.values(), default=0)
+            <= max(base.list_fetches.values(), default=0),
         ),
         figure(
             "coalescing: invalidations reaching the cache",

@@ -34,6 +34,7 @@ from ._exceptions import (
     SourceError,
     TokenSourceError,
 )
+from ._fetched import Fetched
 from ._keys import (
     NODETOOL_INTERNAL_TYPES,
     KeyRegistry,
@@ -67,6 +68,7 @@ __all__ = [
     "ConfigurationError",
     "Disagreement",
     "FetchError",
+    "Fetched",
     "Invalidation",
     "KeyRegistry",
     "NodeToolApi",

@@ -58,7 +58,7 @@ async def audit(
             continue
         checked += 1
         try:
-            truth = await api.fetch(key)
+            truth = (await api.fetch(key)).data
         except ResourceGone:
             problems.append(Disagreement(key, "cached, but the server has no such resource"))
             continue

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
@@ -15,6 +14,7 @@ import aiohttp
 import yarl
 
 from ._exceptions import FetchError, ResourceGone, TokenSourceError
+from ._fetched import Fetched, decode_body
 from ._keys import QueryKey
 from ._redact import redact
 from ._token import TokenProvider, TokenSource
@@ -297,8 +297,12 @@ class NodeToolApi:
         for prefix in FETCH_PREFIXES:
             cache.register_fetcher(prefix, self.fetch)
 
-    async def fetch(self, key: QueryKey) -> Any:
+    async def fetch(self, key: QueryKey) -> Fetched | Any:
         """The JSON body that serves ``key``; for a paged list, every page's items in one body.
+
+        A body read in one request comes as a :class:`querysync.Fetched` (its data,
+        decoded once, and the text as sent); a list read over several pages is one
+        merged document (plain data, which the cache encodes once).
 
         The body has the first page's shape: its items member holds the items of every
         page in the server's order, and its cursor member says there is no next page.
@@ -321,25 +325,32 @@ class NodeToolApi:
         path = _fill(ep.path, rid)
         fixed = _fixed_query(ep, rid)
         if not ep.pages:
-            body = await self._get(path, fixed)
+            fetched = await self._get(path, fixed)
             if ep.items is not None:
-                self._items(body, ep, path, 1)
-            return body
+                self._items(fetched.data, ep, path, 1)
+            return fetched
         body = await self._read_pages(ep, path, fixed)
-        if ep.owner is not None and not body[ep.items]:
+        data = body.data if isinstance(body, Fetched) else body
+        if ep.owner is not None and ep.items is not None and not data[ep.items]:
             await self._check_owner(key, _fill(ep.owner, rid))
         return body
 
-    async def _read_pages(self, ep: Endpoint, path: str, fixed: dict[str, str]) -> Any:
+    async def _read_pages(
+        self, ep: Endpoint, path: str, fixed: dict[str, str]
+    ) -> Fetched | dict[str, Any]:
+        """The whole list: the first page as it came when it is the only one, else merged."""
         assert ep.items is not None
         assert ep.next is not None
         assert ep.cursor is not None
         params = dict(fixed)
         if self.page_size is not None and ep.limit is not None:
             params[ep.limit] = str(self.page_size)
-        body = await self._get(path, params)
+        first = await self._get(path, params)
+        body: dict[str, Any] = first.data
         items = list(self._items(body, ep, path, 1))
         cursor = self._next_cursor(body, ep, path, 1, items)
+        if cursor is None:
+            return first  # one page: stored as the server sent it
         seen: set[str] = set()
         pages = 1
         while cursor is not None:
@@ -358,7 +369,7 @@ class NodeToolApi:
             if cursor in seen:
                 self._bad_page(path, pages, f"the cursor {cursor!r} came back (a loop)")
             seen.add(cursor)
-            page = await self._get(path, {**params, ep.cursor: cursor})
+            page = (await self._get(path, {**params, ep.cursor: cursor})).data
             pages += 1
             self.counts["pages"] += 1
             page_items = self._items(page, ep, path, pages)
@@ -405,8 +416,8 @@ class NodeToolApi:
             self.counts["owners_gone"] += 1
             raise ResourceGone(f"{key!r}: empty, and GET {owner} answers 404") from None
 
-    async def _get(self, path: str, params: Mapping[str, str]) -> Any:
-        """One GET: the decoded JSON body; the only place a request is made."""
+    async def _get(self, path: str, params: Mapping[str, str]) -> Fetched:
+        """One GET: the JSON body, decoded once; the only place a request is made."""
         target = path + ("?" + _query(params) if params else "")
         # encoded=True: the path is already percent-encoded, and yarl must neither
         # encode it again nor remove what looks like a dot segment.
@@ -423,7 +434,7 @@ class NodeToolApi:
         if status >= 400:
             raise FetchError(f"GET {target}: HTTP {status}")
         try:
-            return json.loads(data)
+            return decode_body(data)
         except ValueError as exc:
             raise FetchError(f"GET {target}: malformed JSON ({exc})") from exc
 

@@ -372,7 +372,8 @@ async def sync(
 
     ``ws_url`` is the server's ``/ws`` endpoint, ``api_url`` its REST base. ``cache`` is a
     :class:`querysync.sinks.QueryCache` or a directory to open one in (closed by
-    ``stop()``). ``window`` is the per-resource throttle in seconds (default 0.25).
+    ``stop()``). ``window`` is the per-resource throttle in seconds (default 0.25); a
+    cache opened here also takes it as its ``fetch_window`` (one fetch per key per window).
     ``registry`` defaults to :func:`querysync.nodetool_registry`. ``session`` is an
     aiohttp session to use for both the WebSocket and REST (not closed by ``stop()``).
     ``source_options`` go to :func:`querysync.streams.websocket` (backoff, timeouts...).
@@ -388,7 +389,13 @@ async def sync(
     # before it would be left open.
     # Opening reads every entry (about 1 s per 100,000): off the loop, so that a process
     # that also serves other connections keeps answering meanwhile.
-    qc = cache if isinstance(cache, QueryCache) else await asyncio.to_thread(QueryCache, cache)
+    # A cache opened here fetches each key at most once per throttle window too: the
+    # throttle bounds updates per resource, the fetch window fetches per shared key.
+    qc = (
+        cache
+        if isinstance(cache, QueryCache)
+        else await asyncio.to_thread(QueryCache, cache, fetch_window=window or 0.0)
+    )
     owns_session = session is None
     http = session
     try:

@@ -47,6 +47,8 @@ class CacheStats(TypedDict, total=False):
     stale: int
     active: int
     in_flight: int
+    waiting: int
+    fetch_timeouts: int
     queued_writes: int
     written: int
     transactions: int

@@ -17,6 +17,7 @@ import reactivex
 from reactivex import Observable, abc
 
 from querysync._exceptions import CacheClosedError, ConfigurationError
+from querysync._fetched import Fetched
 from querysync._keys import JSONScalar, QueryKey
 from querysync._model import ResourceChangeUpdate
 from querysync._signals import Invalidation, Resync
@@ -28,6 +29,7 @@ from ._fetch import Fetch, FetcherTable, FetchScheduler, RetryPolicy
 from ._index import KeyTrie
 from ._load import bulk_allocation, load
 from ._store import CommitHook, EntryStore
+from ._window import FetchWindows
 
 __all__ = ["QueryCache", "RefetchType"]
 
@@ -83,6 +85,17 @@ class QueryCache:
       (a 404) is not retried: the key's entry is removed (``fetch_gone`` and
       ``removed`` events), since the resource no longer exists.
     - ``concurrency``: at most this many fetcher calls at once, default 8.
+    - ``fetch_window``: default 0 (none). At most one fetch of each key starts per window:
+      a key not fetched in the last ``fetch_window`` seconds is fetched at once, and
+      every invalidation inside the window is held and served by one fetch when it
+      closes (leading and trailing, per key). A held key holds no concurrency slot; a
+      removal cancels its held fetch. ``sync()`` passes its throttle window.
+    - ``fetch_timeout``: default 30.0; None for no limit. A fetcher call (any fetcher,
+      yours included) running longer is cancelled, counted in
+      ``stats()["fetch_timeouts"]`` and retried like any failure; its slot is freed.
+    - ``scheduler``: the reactivex scheduler that windows, retry backoffs and fetch
+      timeouts read time from; default the running asyncio loop's clock. Tests pass a
+      ``TestScheduler`` to drive them on virtual time.
     - ``batch_size``: at most this many rows per disk transaction, default 500.
     - ``timeout``: SQLite lock timeout, default 10.0. Another process holding the
       write lock longer makes a batch retry later; nothing is lost.
@@ -117,6 +130,9 @@ class QueryCache:
         timeout: float = 10.0,
         recover: bool = False,
         on_commit: CommitHook | None = None,
+        fetch_window: float = 0.0,
+        fetch_timeout: float | None = 30.0,
+        scheduler: abc.SchedulerBase | None = None,
     ) -> None:
         self._directory = os.fspath(directory)
         # Every argument is checked before anything is opened, so a bad one leaves no
@@ -126,6 +142,11 @@ class QueryCache:
             raise ConfigurationError("concurrency and batch_size must be at least 1")
         if timeout <= 0 or (max_age is not None and max_age < 0):
             raise ConfigurationError("timeout must be positive and max_age not negative")
+        windows = FetchWindows(fetch_window, scheduler)
+        if fetch_timeout is not None and not fetch_timeout > 0:  # `not >` catches NaN
+            raise ConfigurationError(
+                f"fetch_timeout must be positive seconds or None: {fetch_timeout!r}"
+            )
         with bulk_allocation():
             loaded = load(
                 self._directory, buster=buster, max_age=max_age, timeout=timeout, recover=recover
@@ -160,7 +181,9 @@ class QueryCache:
         self._watches: dict[QueryKey, _Watch] = {}
         self._events: Broadcast[CacheEvent] = Broadcast(self._counts)
         self._fetchers = FetcherTable()
-        self._scheduler = FetchScheduler(_Host(self), policy, concurrency)
+        self._scheduler = FetchScheduler(
+            _Host(self), policy, concurrency, windows, fetch_timeout
+        )
         self._closed = False
 
     # -- reading -------------------------------------------------------------------
@@ -305,6 +328,9 @@ class QueryCache:
     def register_fetcher(self, prefix: KeyLike, fetch: Fetch) -> None:
         """Fetch keys under ``prefix`` with ``fetch`` (``async (key) -> data``).
 
+        ``data`` is JSON, copied by the cache; or a :class:`querysync.Fetched` (the data
+        and its JSON text, as :class:`querysync.NodeToolApi` returns), stored as it is.
+
         The fetcher of the longest registered prefix of a key serves it; ``()`` serves
         every key no longer prefix claims. Registering a prefix again replaces its fetcher.
         """
@@ -335,6 +361,9 @@ class QueryCache:
 
     async def fetch(self, key: KeyLike) -> CacheEntry | None:
         """Fetch ``key`` now (joining a fetch in flight) and return its entry afterwards.
+
+        Inside the key's ``fetch_window`` "now" is when the window closes: the request
+        joins the one fetch held for then.
 
         The entry is None when the key has no data (its first fetch failed, or it was
         removed meanwhile). Raises ConfigurationError when no fetcher serves the key.
@@ -391,7 +420,10 @@ class QueryCache:
         """Counts of what happened and what is (:class:`querysync.CacheStats`).
 
         One count per :data:`CacheEventKind`, plus: ``entries``, ``stale``, ``active``
-        (watched keys), ``in_flight`` (fetches running or waiting to retry),
+        (watched keys), ``in_flight`` (fetches running, waiting to retry or held for
+        their key's window), ``waiting`` (those of them waiting on the clock: a window
+        or a retry's backoff), ``fetch_timeouts`` (fetcher calls cancelled at the
+        ``fetch_timeout``),
         ``queued_writes``, ``written`` (rows), ``transactions`` (committed write
         transactions), ``write_errors`` (failed transactions, retried), ``lost_writes``
         (given up at close), ``on_commit_errors``, ``corrupt_rows`` and
@@ -405,6 +437,8 @@ class QueryCache:
             stale=self._stale,
             active=len(self._watches),
             in_flight=len(self._scheduler),
+            waiting=self._scheduler.waiting,
+            fetch_timeouts=self._scheduler.timeouts,
             queued_writes=self._store.queued,
             written=store["written"],
             transactions=store["transactions"],
@@ -479,7 +513,10 @@ class QueryCache:
     def _on_fetched(self, key: QueryKey, data: Any, stale: bool) -> None:
         if self._closed:
             return
-        record = _record(key, data, None)
+        if isinstance(data, Fetched):
+            record = _record(key, data.data, None, text=data.text)
+        else:
+            record = _record(key, data, None)
         if stale:
             record = record.with_stale()
         self._commit(record)
@@ -719,13 +756,19 @@ class _Host:
         self._cache._on_flight_ended(key)
 
 
-def _record(key: QueryKey, data: Any, etag: str | None) -> Record:
-    try:
-        text = encode_data(data)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"data for {key!r} is not JSON: {exc}") from exc
-    copy = parse_json(text)
-    entry = CacheEntry(key, copy, etag_of(copy, etag), False, time.time(), None)
+def _record(key: QueryKey, data: Any, etag: str | None, *, text: str | None = None) -> Record:
+    """The fresh record of ``data``; with its JSON ``text``, ``data`` is taken as it is.
+
+    Without the text, the data is encoded once and the entry holds a copy decoded from
+    that text, so later changes to the caller's object never reach the cache.
+    """
+    if text is None:
+        try:
+            text = encode_data(data)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"data for {key!r} is not JSON: {exc}") from exc
+        data = parse_json(text)
+    entry = CacheEntry(key, data, etag_of(data, etag), False, time.time(), None)
     return Record(entry, text)
 
 

@@ -1,6 +1,8 @@
 """Fetch scheduling: fetcher lookup, shared in-flight fetches, refetch-after-invalidation, retry.
 
-Everything here runs on one asyncio loop; nothing touches the disk.
+Everything here runs on one asyncio loop; nothing touches the disk. When a key may be
+fetched (its window), retry backoffs and the per-fetch timeout are timers of
+:class:`FetchWindows`, on one scheduler.
 """
 
 from __future__ import annotations
@@ -11,15 +13,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from querysync._exceptions import ConfigurationError, ResourceGone
+from querysync._exceptions import ConfigurationError, FetchError, ResourceGone
 from querysync._keys import QueryKey
+
+from ._window import FetchWindows
 
 __all__ = ["Fetch", "FetchHost", "FetchScheduler", "FetcherTable", "RetryPolicy"]
 
 log = logging.getLogger("querysync.sinks")
 
 Fetch = Callable[[QueryKey], Awaitable[Any]]
-"""A fetcher: ``async (key) -> data``, where data is JSON."""
+"""A fetcher: ``async (key) -> data``, where data is JSON or a :class:`querysync.Fetched`."""
 
 
 class FetcherTable:
@@ -83,7 +87,7 @@ class FetchHost(Protocol):
 
 
 class _Flight:
-    """The one running fetch of a key, and what happened to the key meanwhile."""
+    """The one running (or held) fetch of a key, and what happened to the key meanwhile."""
 
     __slots__ = ("again", "discard", "invalidated", "task")
 
@@ -112,15 +116,35 @@ class FetchScheduler:
       invalidation of the key itself with ``revive``) fetches once more afterwards;
     - a failed attempt is retried after ``RetryPolicy.backoff``; the semaphore is not
       held while waiting, so backoffs do not starve other keys;
-    - :class:`querysync.ResourceGone` (a 404) is not retried: asking again cannot help.
+    - :class:`querysync.ResourceGone` (a 404) is not retried: asking again cannot help;
+    - at most one attempt of a key starts per window (``FetchWindows``): a key whose
+      window is open waits for it to close, outside the semaphore, and every request
+      meanwhile joins that one fetch; a removal meanwhile ends the wait with no fetch;
+    - an attempt that runs longer than ``timeout`` seconds is cancelled and counted
+      (``timeouts``), frees its slot and is retried like any failure.
     """
 
-    def __init__(self, host: FetchHost, policy: RetryPolicy, concurrency: int) -> None:
+    def __init__(
+        self,
+        host: FetchHost,
+        policy: RetryPolicy,
+        concurrency: int,
+        windows: FetchWindows | None = None,
+        timeout: float | None = None,
+    ) -> None:
         if concurrency < 1:
             raise ConfigurationError("concurrency must be at least 1")
+        if timeout is not None and not timeout > 0:
+            raise ConfigurationError(
+                f"fetch_timeout must be positive seconds or None, not {timeout!r}"
+            )
         self._host = host
         self._policy = policy
         self._concurrency = concurrency
+        self._windows = windows if windows is not None else FetchWindows(0.0)
+        self._timeout = timeout
+        self.timeouts = 0
+        """Attempts cancelled because they ran longer than the timeout."""
         self._flights: dict[QueryKey, _Flight] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._semaphore: asyncio.Semaphore | None = None
@@ -130,6 +154,11 @@ class FetchScheduler:
 
     def __len__(self) -> int:
         return len(self._flights)
+
+    @property
+    def waiting(self) -> int:
+        """Fetches waiting on the clock (a window or a retry's backoff), holding no slot."""
+        return self._windows.waiting
 
     @property
     def running_loop(self) -> asyncio.AbstractEventLoop | None:
@@ -191,6 +220,7 @@ class FetchScheduler:
         if flight is not None:
             flight.discard = True
             flight.again = False
+            self._windows.release(key)
 
     async def wait(self) -> None:
         """Return once no fetch runs (including fetches that start while waiting)."""
@@ -224,9 +254,16 @@ class FetchScheduler:
 
     async def _fetch_until_current(self, key: QueryKey, flight: _Flight) -> None:
         host = self._host
+        windows = self._windows
         while True:
-            if flight.discard and not flight.again:
-                return  # removed before it began, and not asked for since
+            while True:
+                if flight.discard and not flight.again:
+                    return  # removed before it began (or while held), not asked for since
+                opens = windows.opens_at(key)
+                if opens is None:
+                    break
+                # Held outside the semaphore; what arrives meanwhile joins this fetch.
+                await windows.hold(key, opens)
             flight.invalidated = flight.again = flight.discard = False
             fetch = host.fetcher_for(key)
             if fetch is None:
@@ -256,8 +293,9 @@ class FetchScheduler:
         while True:
             async with semaphore:
                 self._host.fetch_started(key)
+                self._windows.started(key)
                 try:
-                    return "ok", await fetch(key)
+                    return "ok", await self._call(fetch, key)
                 except ResourceGone as exc:
                     return "gone", _describe(exc)
                 except Exception as exc:
@@ -265,8 +303,38 @@ class FetchScheduler:
             if retry >= self._policy.retries:
                 return "failed", error
             self._host.fetch_retry(key, error)
-            await asyncio.sleep(self._policy.backoff(retry))
+            await self._windows.sleep(self._policy.backoff(retry))
             retry += 1
+
+    async def _call(self, fetch: Fetch, key: QueryKey) -> Any:
+        """``await fetch(key)``, cancelled after the timeout (FetchError) if there is one."""
+        timeout = self._timeout
+        if timeout is None:
+            return await fetch(key)
+        # asyncio.timeout's way, on the scheduler's clock: the timer cancels this task
+        # and the cancellation it caused becomes the timeout. The fetcher runs in this
+        # task rather than one of its own, which would cost two more turns of a loop
+        # that may be busy with thousands of invalidations a second.
+        task = asyncio.current_task()
+        assert task is not None
+        cancelling = task.cancelling()
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            task.cancel()
+
+        timer = self._windows.after(timeout, expire)
+        try:
+            return await fetch(key)
+        except asyncio.CancelledError:
+            if expired and task.uncancel() <= cancelling:
+                self.timeouts += 1
+                raise FetchError(f"timed out after {timeout:g} s (fetch_timeout)") from None
+            raise
+        finally:
+            timer.dispose()
 
     def _unregister(self, key: QueryKey, flight: _Flight) -> None:
         if self._flights.get(key) is flight:

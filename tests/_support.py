@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from querysync import JSON, LIST_KEYS, QueryKey, endpoint_for, nodetool_registry
+from querysync import JSON, LIST_KEYS, Fetched, QueryKey, endpoint_for, nodetool_registry
 from querysync.testing import change
 
 
@@ -22,6 +22,11 @@ def obj(data: JSON) -> dict[str, Any]:
     """``data`` (an entry's JSON) as the object it must be; fails the test otherwise."""
     assert isinstance(data, dict), data
     return data
+
+
+def data_of(fetched: object) -> Any:
+    """What a fetcher answered, as data: a :class:`querysync.Fetched`'s data, or itself."""
+    return fetched.data if isinstance(fetched, Fetched) else fetched
 
 
 def mirrored_keys(snapshot: dict[str, dict[str, Any]]) -> list[QueryKey]:

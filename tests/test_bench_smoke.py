@@ -20,7 +20,7 @@ if _ROOT not in sys.path:
 
 KEYS = {"name", "value", "unit", "baseline", "ratio", "target", "met"}
 # The cache benchmark belongs to the cache's own smoke test.
-NAMES = ("throttle", "throughput", "latency", "coalescing")
+NAMES = ("throttle", "throughput", "latency", "coalescing", "refetch")
 
 
 def _module(name: str) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 from _support import obj
 
 from querysync import ConfigurationError, QueryKey, ResourceGone
+from querysync._fetched import Fetched
 from querysync.sinks import CacheEvent, QueryCache
 from querysync.sinks._fetch import RetryPolicy
 
@@ -413,3 +415,43 @@ async def test_a_gone_resource_is_removed_without_retries(cache: QueryCache) -> 
     # A deleted resource is no fetch failure.
     assert cache.stats()["fetch_failed"] == 0
     assert cache.stats()["fetch_gone"] == 1
+
+
+async def test_a_fetched_body_is_kept_as_sent_and_its_data_is_not_copied(
+    tmp_path: Path,
+) -> None:
+    """One JSON pass (issue 9.3): the cache used to encode the decoded body and decode
+    that text again to make its copy. A Fetched answer is stored as its text, and the
+    decoded object, which nobody else holds, becomes the entry's data."""
+    text = '{"id": "w1",  "etag": "e1", "name": "caf\u00e9"}'
+    fetched = Fetched(json.loads(text), text)
+
+    async def fetch(key: QueryKey) -> Any:
+        return fetched
+
+    async with QueryCache(tmp_path / "c") as cache:
+        cache.register_fetcher(("workflow",), fetch)
+        entry = await cache.fetch(W1)
+        assert entry is not None
+        assert entry.data is fetched.data
+        assert entry.etag == "e1"
+        # The row holds the server's text, spacing included, not a re-encoding.
+        assert cache._records[W1].json() is text
+    with QueryCache(tmp_path / "c") as reopened:
+        again = reopened.get(W1)
+        assert again is not None
+        assert again.data == fetched.data
+        assert reopened._records[W1].json() == text
+
+
+async def test_plain_data_from_a_fetcher_is_copied_once(cache: QueryCache) -> None:
+    shared: dict[str, Any] = {"id": "w1", "tags": ["a"]}
+
+    async def fetch(key: QueryKey) -> Any:
+        return shared
+
+    cache.register_fetcher(("workflow",), fetch)
+    entry = await cache.fetch(W1)
+    assert entry is not None
+    shared["tags"].append("changed later")
+    assert entry.data == {"id": "w1", "tags": ["a"]}

@@ -315,8 +315,8 @@ async def test_raw_fetchers_that_raise_or_return_non_json(tmp_path: Path) -> Non
 async def test_a_hung_fetcher_holds_only_its_own_key_and_close_still_returns(
     tmp_path: Path,
 ) -> None:
-    """The cache has no timeout of its own (NodeToolApi has one): a fetcher that never
-    returns costs one concurrency slot, and aclose() cancels it rather than waiting."""
+    """Until its fetch_timeout (30 s by default; see test_cache_window for what follows) a
+    fetcher that never returns costs one concurrency slot, and aclose() cancels it."""
     hung = asyncio.Event()
 
     async def fetch(key: QueryKey) -> Any:

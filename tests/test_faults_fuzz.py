@@ -723,7 +723,7 @@ async def run_ws_script(
                 continue
             assert entry is not None, (name, rid)
             assert not entry.stale, (name, rid)
-            assert entry.data == await running.api.fetch((name, rid)), (name, rid)
+            assert entry.data == (await running.api.fetch((name, rid))).data, (name, rid)
     for key in LIST_KEYS:
         entry = cache.get(key)
         assert entry is not None, key

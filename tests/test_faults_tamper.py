@@ -167,7 +167,7 @@ async def test_pickles_planted_under_a_running_sync_never_run_and_cost_counted_m
         # A counted miss, filled again from the server: the mirror lists what it lacks.
         refilled = running.cache.get(victim)
         assert refilled is not None
-        assert refilled.data == await running.api.fetch(victim)
+        assert refilled.data == (await running.api.fetch(victim)).data
         async with asyncio.timeout(30):
             agreement = await audit(
                 running.cache, running.api, expect=mirrored_keys(backend.server.snapshot())

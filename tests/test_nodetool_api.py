@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
+from _support import data_of
 from aiohttp import web
 
 from querysync import FetchError, ResourceGone
@@ -55,6 +56,9 @@ def test_ids_are_quoted_into_one_path_segment() -> None:
     assert endpoint_for(("workflow", "a/b?c")) == "/api/workflows/a%2Fb%3Fc"
 
 
+SPACED = '{ "id": "spaced",\n  "name": "caf\u00e9 ☕", "etag": "e1" }\n'
+
+
 @pytest.fixture
 async def api_server() -> AsyncIterator[tuple[str, list[web.Request]]]:
     seen: list[web.Request] = []
@@ -66,6 +70,10 @@ async def api_server() -> AsyncIterator[tuple[str, list[web.Request]]]:
             return web.json_response({"detail": "not found"}, status=404)
         if wid == "broken":
             return web.Response(text="{not json", content_type="application/json")
+        if wid == "nan":
+            return web.Response(text='{"v": NaN}', content_type="application/json")
+        if wid == "spaced":
+            return web.Response(text=SPACED, content_type="application/json")
         if wid == "boom":
             return web.json_response({"detail": "boom"}, status=500)
         if wid == "slow":
@@ -91,7 +99,8 @@ async def test_fetch_returns_the_body_and_sends_the_bearer_token(
     url, seen = api_server
     async with aiohttp.ClientSession() as session:
         api = NodeToolApi(url + "/", session, token="secret")
-        assert await api.fetch(("workflow", "w1")) == {"id": "w1", "etag": "e-w1"}
+        fetched = await api.fetch(("workflow", "w1"))
+        assert fetched.data == {"id": "w1", "etag": "e-w1"}
     assert seen[0].headers["Authorization"] == "Bearer secret"
 
 
@@ -100,6 +109,7 @@ async def test_fetch_returns_the_body_and_sends_the_bearer_token(
     [
         ("gone", ResourceGone, "404"),
         ("broken", FetchError, "malformed JSON"),
+        ("nan", FetchError, "malformed JSON.*NaN is not JSON"),
         ("boom", FetchError, "HTTP 500"),
         ("slow", FetchError, "timed out"),
     ],
@@ -111,7 +121,7 @@ async def test_failures_become_fetch_errors(
     async with aiohttp.ClientSession() as session:
         api = NodeToolApi(url, session, timeout=0.2)
         with pytest.raises(error, match=words) as info:
-            await api.fetch(("workflow", wid))
+            data_of(await api.fetch(("workflow", wid)))
     assert isinstance(info.value, FetchError)
 
 
@@ -119,14 +129,14 @@ async def test_unreachable_server_is_a_fetch_error() -> None:
     async with aiohttp.ClientSession() as session:
         api = NodeToolApi("http://127.0.0.1:9", session, timeout=1.0)
         with pytest.raises(FetchError, match="GET /api/jobs/"):
-            await api.fetch(("jobs",))
+            data_of(await api.fetch(("jobs",)))
 
 
 async def test_key_without_endpoint_is_a_fetch_error() -> None:
     async with aiohttp.ClientSession() as session:
         api = NodeToolApi("http://127.0.0.1:9", session)
         with pytest.raises(FetchError, match="no NodeTool endpoint"):
-            await api.fetch(("nope",))
+            data_of(await api.fetch(("nope",)))
 
 
 # -- credentials ---------------------------------------------------------------------------
@@ -147,9 +157,9 @@ async def test_a_401_asks_the_source_once_and_repeats_the_request_once(
     answers = iter(["not-issued-token", good])
     async with aiohttp.ClientSession() as session:
         api = NodeToolApi(expiring.api_url, session, token=lambda: next(answers))
-        body = await api.fetch(("workflows",))
+        body = data_of(await api.fetch(("workflows",)))
         assert body["workflows"] == []
-        assert await api.fetch(("jobs",)) == {"jobs": [], "next_start_key": None}
+        assert data_of(await api.fetch(("jobs",))) == {"jobs": [], "next_start_key": None}
     assert (api.counts["unauthorized"], api.counts["token_refreshes"]) == (1, 1)
     assert expiring.counts["rest_unauthorized"] == 1
 
@@ -167,7 +177,7 @@ async def test_a_second_401_is_a_fetch_error_for_that_fetch_only(
     async with aiohttp.ClientSession() as session:
         api = NodeToolApi(expiring.api_url, session, token=source)
         with pytest.raises(FetchError, match="HTTP 401") as raised:
-            await api.fetch(("workflows",))
+            data_of(await api.fetch(("workflows",)))
     assert calls == 2
     assert "never-valid" not in str(raised.value)
     assert expiring.counts["rest_unauthorized"] == 2
@@ -177,7 +187,7 @@ async def test_a_fixed_token_is_not_retried_after_a_401(expiring: NodeToolServer
     async with aiohttp.ClientSession() as session:
         api = NodeToolApi(expiring.api_url, session, token="fixed-but-wrong")
         with pytest.raises(FetchError, match="HTTP 401"):
-            await api.fetch(("workflows",))
+            data_of(await api.fetch(("workflows",)))
     assert expiring.counts["rest_unauthorized"] == 1
     assert api.counts["token_refreshes"] == 0
 
@@ -189,7 +199,7 @@ async def test_a_failing_token_source_is_a_counted_fetch_error(expiring: NodeToo
     async with aiohttp.ClientSession() as session:
         api = NodeToolApi(expiring.api_url, session, token=source)
         with pytest.raises(FetchError, match="vault sealed"):
-            await api.fetch(("workflows",))
+            data_of(await api.fetch(("workflows",)))
     assert api.counts["token_errors"] == 1
     assert expiring.counts["rest_requests"] == 0
 
@@ -199,5 +209,15 @@ async def test_the_api_repr_and_errors_hide_url_credentials() -> None:
         api = NodeToolApi("http://user:PASSW0RD@127.0.0.1:9", session, timeout=1.0)
         assert "PASSW0RD" not in repr(api)
         with pytest.raises(FetchError) as raised:
-            await api.fetch(("jobs",))
+            data_of(await api.fetch(("jobs",)))
     assert "PASSW0RD" not in str(raised.value)
+
+
+async def test_fetch_returns_the_data_and_the_text_the_server_sent(
+    api_server: tuple[str, list[web.Request]],
+) -> None:
+    url, _ = api_server
+    async with aiohttp.ClientSession() as session:
+        fetched = await NodeToolApi(url, session).fetch(("workflow", "spaced"))
+    assert fetched.text == SPACED  # as sent: spacing, escapes and all
+    assert fetched.data == {"id": "spaced", "name": "caf\u00e9 \u2615", "etag": "e1"}

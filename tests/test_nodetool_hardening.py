@@ -12,6 +12,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from _support import data_of
 from aiohttp import web
 
 from querysync import FetchError
@@ -88,7 +89,7 @@ async def test_a_body_that_never_ends_stops_at_max_body_with_rss_bounded(
         api = NodeToolApi(url, session, timeout=30.0, max_body=16 * MIB)
         before = rss_bytes()
         with pytest.raises(FetchError, match="larger than max_body"):
-            await api.fetch(("workflows",))
+            data_of(await api.fetch(("workflows",)))
         grown = rss_bytes() - before
     # What was held is the limit and a chunk or two in flight, never the stream.
     assert grown < 64 * MIB, grown
@@ -104,7 +105,7 @@ async def test_a_declared_length_over_max_body_is_refused_before_reading(
     async with aiohttp.ClientSession() as session:
         api = NodeToolApi(url, session, max_body=MIB)
         with pytest.raises(FetchError, match="larger than max_body"):
-            await api.fetch(("assets",))
+            data_of(await api.fetch(("assets",)))
 
 
 async def test_the_timeout_bounds_a_trickling_body(endless: tuple[str, list[int]]) -> None:
@@ -112,7 +113,7 @@ async def test_the_timeout_bounds_a_trickling_body(endless: tuple[str, list[int]
     async with aiohttp.ClientSession() as session:
         api = NodeToolApi(url, session, timeout=0.3)
         with pytest.raises(FetchError, match="timed out"):
-            await api.fetch(("jobs",))
+            data_of(await api.fetch(("jobs",)))
 
 
 @pytest.fixture
@@ -155,7 +156,7 @@ async def test_dot_segment_ids_are_rejected_and_never_requested(
     async with aiohttp.ClientSession() as session:
         api = NodeToolApi(url, session)
         with pytest.raises(FetchError, match="cannot be expressed"):
-            await api.fetch(key)
+            data_of(await api.fetch(key))
     assert seen == []
     assert api.counts["rejected_keys"] == 1
     assert endpoint_for(key) is None

@@ -14,7 +14,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from _support import obj
+from _support import data_of, obj
 from aiohttp import web
 
 from querysync import FetchError, ResourceGone
@@ -87,7 +87,7 @@ async def test_every_page_is_read_with_the_endpoints_own_names(
     runner, url = await serve({path: paged(items, cursor, nxt, pages, seen)})
     try:
         api = NodeToolApi(url, http, page_size=2)
-        body = await api.fetch(key)
+        body = data_of(await api.fetch(key))
     finally:
         await runner.cleanup()
     assert [i["id"] for i in body[items]] == ["a", "b", "c", "d", "e"]
@@ -116,7 +116,7 @@ async def test_a_server_that_never_stops_paging_stops_at_max_pages(
     try:
         api = NodeToolApi(url, http, max_pages=7)
         with caplog.at_level(logging.WARNING, "querysync.nodetool"):
-            body = await api.fetch(("threads",))
+            body = data_of(await api.fetch(("threads",)))
     finally:
         await runner.cleanup()
     assert asked == 7
@@ -157,7 +157,7 @@ async def test_a_bad_page_is_a_counted_fetch_error(
     try:
         api = NodeToolApi(url, http)
         with pytest.raises(FetchError, match=words):
-            await api.fetch(("threads",))
+            data_of(await api.fetch(("threads",)))
     finally:
         await runner.cleanup()
     if page != "boom":
@@ -220,9 +220,9 @@ async def test_an_empty_list_of_a_gone_thread_is_gone_not_empty(
     runner, url = await serve({"/api/messages/": messages, "/api/threads/{id}": thread})
     try:
         api = NodeToolApi(url, http)
-        assert await api.fetch(("messages", "alive")) == {"next": "", "messages": []}
+        assert data_of(await api.fetch(("messages", "alive"))) == {"next": "", "messages": []}
         with pytest.raises(ResourceGone):
-            await api.fetch(("messages", "deleted"))
+            data_of(await api.fetch(("messages", "deleted")))
     finally:
         await runner.cleanup()
     assert api.counts["owners_gone"] == 1
@@ -242,8 +242,9 @@ async def test_lists_without_paging_are_read_once(http: aiohttp.ClientSession) -
     runner, url = await serve({"/api/collections/": collections, "/api/models/all": models})
     try:
         api = NodeToolApi(url, http)
-        assert await api.fetch(("collections",)) == {"collections": [{"name": "c"}], "count": 1}
-        assert await api.fetch(("models",)) == [{"id": "m"}]
+        listed = data_of(await api.fetch(("collections",)))
+        assert listed == {"collections": [{"name": "c"}], "count": 1}
+        assert data_of(await api.fetch(("models",))) == [{"id": "m"}]
     finally:
         await runner.cleanup()
     assert asked == ["/api/collections/", "/api/models/all"]
@@ -261,7 +262,7 @@ async def test_pages_share_one_fetcher_call_and_its_deadline(
     try:
         api = NodeToolApi(url, http, timeout=0.2)
         with pytest.raises(FetchError, match="timed out"):
-            await api.fetch(("threads",))
+            data_of(await api.fetch(("threads",)))
     finally:
         await runner.cleanup()
 

@@ -24,6 +24,7 @@ QUERYSYNC_ALL = [
     "ConfigurationError",
     "Disagreement",
     "FetchError",
+    "Fetched",
     "Invalidation",
     "KeyRegistry",
     "LIST_KEYS",
