@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-__all__ = ["Fetched", "decode_body"]
+__all__ = ["Fetched", "decode_body", "encode_fetched"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,3 +41,11 @@ def decode_body(body: bytes) -> Fetched:
     if text.startswith("\ufeff"):
         text = text[1:]  # what json.loads(bytes) skips too
     return Fetched(_STRICT.decode(text), text)
+
+
+_COMPACT = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
+def encode_fetched(data: Any) -> Fetched:
+    """``data`` built by the fetcher itself (a list merged from pages), encoded once."""
+    return Fetched(data, _COMPACT.encode(data))

@@ -14,7 +14,7 @@ import aiohttp
 import yarl
 
 from ._exceptions import FetchError, ResourceGone, TokenSourceError
-from ._fetched import Fetched, decode_body
+from ._fetched import Fetched, decode_body, encode_fetched
 from ._keys import QueryKey
 from ._redact import redact
 from ._token import TokenProvider, TokenSource
@@ -297,12 +297,11 @@ class NodeToolApi:
         for prefix in FETCH_PREFIXES:
             cache.register_fetcher(prefix, self.fetch)
 
-    async def fetch(self, key: QueryKey) -> Fetched | Any:
+    async def fetch(self, key: QueryKey) -> Fetched:
         """The JSON body that serves ``key``; for a paged list, every page's items in one body.
 
-        A body read in one request comes as a :class:`querysync.Fetched` (its data,
-        decoded once, and the text as sent); a list read over several pages is one
-        merged document (plain data, which the cache encodes once).
+        A :class:`querysync.Fetched`: the data, decoded once, and its text, as sent for a
+        body read in one request, encoded once for a list merged from several pages.
 
         The body has the first page's shape: its items member holds the items of every
         page in the server's order, and its cursor member says there is no next page.
@@ -330,14 +329,13 @@ class NodeToolApi:
                 self._items(fetched.data, ep, path, 1)
             return fetched
         body = await self._read_pages(ep, path, fixed)
-        data = body.data if isinstance(body, Fetched) else body
-        if ep.owner is not None and ep.items is not None and not data[ep.items]:
+        if ep.owner is not None and ep.items is not None and not body.data[ep.items]:
             await self._check_owner(key, _fill(ep.owner, rid))
         return body
 
     async def _read_pages(
         self, ep: Endpoint, path: str, fixed: dict[str, str]
-    ) -> Fetched | dict[str, Any]:
+    ) -> Fetched:
         """The whole list: the first page as it came when it is the only one, else merged."""
         assert ep.items is not None
         assert ep.next is not None
@@ -365,7 +363,7 @@ class NodeToolApi:
                 )
                 body[ep.items] = items
                 body[INCOMPLETE_MEMBER] = True
-                return body
+                return encode_fetched(body)
             if cursor in seen:
                 self._bad_page(path, pages, f"the cursor {cursor!r} came back (a loop)")
             seen.add(cursor)
@@ -378,7 +376,7 @@ class NodeToolApi:
             # The last page's end marker ("" or null) is what the whole list says.
             body[ep.next] = page[ep.next]
         body[ep.items] = items
-        return body
+        return encode_fetched(body)
 
     def _items(self, page: Any, ep: Endpoint, path: str, number: int) -> list[Any]:
         """The items of one page; a page of another shape is a counted error."""
