@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +21,7 @@ from .operators import RejectHandler
 
 if TYPE_CHECKING:
     from .sinks import QueryCache
+    from .sinks._shared_conn import ShareConfig
     from .streams import ConnectionState, WebSocketSource
 
 __all__ = ["Sync", "mirrored_keys", "sync"]
@@ -81,6 +82,10 @@ class Sync:
         self._resumed = False
         self._done = asyncio.get_running_loop().create_future()
         self.error: BaseException | None = None
+        # sync(share=...): awaited at the end of stop() (the publisher flushes, gives its
+        # lease up, closes the cache it opened); ``share`` is that publisher.
+        self.on_stop: list[Callable[[], Awaitable[None]]] = []
+        self.share: Any = None
 
     def _start(self) -> None:
         # Entries persisted by an earlier run missed every change made while nobody was
@@ -226,6 +231,9 @@ class Sync:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        hooks, self.on_stop = self.on_stop, []
+        for hook in hooks:
+            await hook()
         if not self._done.done():
             self._done.set_result(None)
 
@@ -254,6 +262,8 @@ async def sync(
     on_reject: RejectHandler | None = None,
     source_options: dict[str, Any] | None = None,
     on_source: Callable[[WebSocketSource], None] | None = None,
+    share: str | ShareConfig | None = None,
+    bucket: str | None = None,
 ) -> Sync:
     """A running :class:`Sync` that keeps a query cache in step with a NodeTool server.
 
@@ -263,7 +273,21 @@ async def sync(
     ``registry`` defaults to :func:`querysync.nodetool_registry`. ``session`` is an
     aiohttp session to use for both the WebSocket and REST (not closed by ``stop()``).
     ``source_options`` go to :func:`querysync.streams.websocket` (backoff, timeouts...).
+
+    ``share`` (a ``nats://HOST:PORT`` URL or a :class:`querysync.sinks.ShareConfig`,
+    default None) also publishes every entry into a NATS JetStream bucket (``bucket``,
+    default ``"querysync"``) for :class:`querysync.sinks.SharedCache` readers: the call
+    then first waits, holding no connection to the server, until this process is the
+    bucket's one active publisher (see ``querysync._share``).
     """
+    if share is not None:
+        from ._share import shared_sync
+
+        return await shared_sync(
+            ws_url, api_url, cache, share=share, bucket=bucket, token=token, window=window,
+            mirror=mirror, registry=registry, session=session, on_reject=on_reject,
+            source_options=source_options, on_source=on_source,
+        )
     from .sinks import QueryCache
     from .streams import websocket
 
