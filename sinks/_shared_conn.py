@@ -223,7 +223,9 @@ async def connect_bucket(config: ShareConfig) -> Bucket:
             servers,
             connect_timeout=max(1, round(config.connect_timeout)),
             reconnect_time_wait=0.5,  # typed int, a float works
-            max_reconnect_attempts=-1,
+            # One retry per server at the first connection: a refused one is an error,
+            # not a retry loop. Once connected, reconnection never gives up (below).
+            max_reconnect_attempts=1,
             allow_reconnect=True,
             reconnected_cb=reconnected,
             disconnected_cb=disconnected,
@@ -235,6 +237,7 @@ async def connect_bucket(config: ShareConfig) -> Bucket:
         raise ShareConnectionError(
             f"cannot connect to NATS at {where}: {type(exc).__name__}: {exc}"
         ) from exc
+    nc.options["max_reconnect_attempts"] = -1
     try:
         js = nc.jetstream(timeout=config.ack_timeout)
         try:

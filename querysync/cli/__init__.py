@@ -1,4 +1,4 @@
-"""The ``querysync`` command: demo, sync, tail, inspect and serve."""
+"""The ``querysync`` command: demo, sync, tail, inspect, mirror and serve."""
 
 from __future__ import annotations
 
@@ -37,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     syn.add_argument("--token", default=None, help="API token (Authorization: Bearer)")
     syn.add_argument("--window", type=float, default=0.25, help="throttle window, s")
     syn.add_argument("--no-live", action="store_true", help="log lines instead of a live view")
+    from ._mirror import add_mirror_parser, add_share_options
+
+    add_share_options(syn)
 
     tail = sub.add_parser("tail", help="print decoded messages, one JSON line each")
     tail.add_argument("--ws", required=True, help="WebSocket URL")
@@ -44,8 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     tail.add_argument("--all", action="store_true", help="every message, not only resource changes")
 
     insp = sub.add_parser("inspect", help="list a cache's entries")
-    insp.add_argument("directory", help="cache directory")
+    insp.add_argument("directory", help="cache directory, or nats://HOST:PORT/BUCKET")
     insp.add_argument("--json", action="store_true", help="one JSON object per line")
+    add_mirror_parser(sub)
 
     serve = sub.add_parser("serve", help="run the embedded NodeTool-compatible server")
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
@@ -66,6 +70,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             from ._demo import run_demo
 
             return asyncio.run(run_demo(args))
+        if args.command == "sync" and args.share:
+            from ._mirror import run_shared_sync
+
+            return asyncio.run(run_shared_sync(args))
+        if args.command == "mirror":
+            from ._mirror import run_mirror
+
+            return asyncio.run(run_mirror(args))
+        if args.command == "inspect" and args.directory.startswith(("nats://", "tls://")):
+            from ._mirror import run_inspect_bucket
+
+            return asyncio.run(run_inspect_bucket(args))
         if args.command == "sync":
             from ._sync_cmd import run_sync
 
