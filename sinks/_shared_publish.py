@@ -146,6 +146,7 @@ class Publisher:
         self._subscription: abc.DisposableBase | None = None
         self._cache: QueryCache | None = None
         self._chunked: dict[str, int] = {}
+        self._acks: _Acks | None = None
         self._stopping = False
         self.lost = False
         self.on_lost: Callable[[], None] | None = None
@@ -301,33 +302,35 @@ class Publisher:
 
         if not messages:
             return []
-        js = self._bucket.js
+        if self._acks is None:
+            self._acks = _Acks(self._bucket)
+            await self._acks.start()
+        acks = self._acks
         prefix = self._bucket.prefix
-        futures: list[asyncio.Future[Any]] = []
+        futures: list[asyncio.Future[int]] = []
         first = self._head + 1
         try:
-            for subject, payload, headers in messages:
-                fenced = {**headers, _EXPECTED_LAST: str(self._head)}
-                futures.append(await js.publish_async(prefix + subject, payload, headers=fenced))
-                self._head += 1
-        except (nats.errors.Error, OSError) as exc:
-            for f in futures:
-                f.cancel()
-            raise _ChainBroken(f"{type(exc).__name__}: {exc}") from exc
-        try:
-            async with asyncio.timeout(self._bucket.config.ack_timeout):
-                acks = await asyncio.gather(*futures, return_exceptions=True)
-        except TimeoutError as exc:
-            for f in futures:
-                f.cancel()
-            raise _ChainBroken("no acknowledgement in time") from exc
+            try:
+                for subject, payload, headers in messages:
+                    fenced = {**headers, _EXPECTED_LAST: str(self._head)}
+                    futures.append(await acks.publish(prefix + subject, payload, fenced))
+                    self._head += 1
+            except (nats.errors.Error, OSError) as exc:
+                raise _ChainBroken(f"{type(exc).__name__}: {exc}") from exc
+            try:
+                async with asyncio.timeout(self._bucket.config.ack_timeout):
+                    results = await asyncio.gather(*futures, return_exceptions=True)
+            except TimeoutError as exc:
+                raise _ChainBroken("no acknowledgement in time") from exc
+        finally:
+            acks.forget(futures)
         seqs: list[int] = []
-        for n, ack in enumerate(acks):
-            if isinstance(ack, BaseException):
-                raise _ChainBroken(f"{type(ack).__name__}: {ack}")
-            if ack.seq != first + n:  # another writer's message in between: never ours
-                raise _ChainBroken(f"sequence {ack.seq}, expected {first + n}")
-            seqs.append(ack.seq)
+        for n, seq in enumerate(results):
+            if isinstance(seq, BaseException):
+                raise _ChainBroken(f"{type(seq).__name__}: {seq}")
+            if seq != first + n:  # another writer's message in between: never ours
+                raise _ChainBroken(f"sequence {seq}, expected {first + n}")
+            seqs.append(seq)
         return seqs
 
     async def _rebase(self) -> None:
@@ -382,6 +385,68 @@ class Publisher:
 
     def _lease_cas(self) -> dict[str, str]:
         return {_EXPECTED_SUBJECT: str(self._lease_rev)}
+
+
+class _Acks:
+    """Pipelined JetStream publishes: each gets a future of its stream sequence.
+
+    nats-py's own ``publish_async`` never resolves the future of a refused publish (its
+    reply handler raises instead of setting the exception), and a refused publish is
+    exactly what fencing produces; hence this small replacement on one inbox.
+    """
+
+    def __init__(self, bucket: Bucket) -> None:
+        self._nc = bucket.nc
+        self._prefix = bucket.nc.new_inbox()
+        self._futures: dict[str, asyncio.Future[int]] = {}
+        self._serial = 0
+
+    async def start(self) -> None:
+        await self._nc.subscribe(f"{self._prefix}.*", cb=self._on_reply)
+
+    async def publish(
+        self, subject: str, payload: bytes, headers: dict[str, str]
+    ) -> asyncio.Future[int]:
+        self._serial += 1
+        token = str(self._serial)
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._futures[token] = future
+        await self._nc.publish(subject, payload, reply=f"{self._prefix}.{token}", headers=headers)
+        return future
+
+    def forget(self, futures: list[asyncio.Future[int]]) -> None:
+        for future in futures:
+            if not future.done():
+                future.cancel()
+        done = set(map(id, futures))
+        for token in [t for t, f in self._futures.items() if id(f) in done]:
+            del self._futures[token]
+
+    async def _on_reply(self, msg: Any) -> None:
+        future = self._futures.pop(msg.subject.rsplit(".", 1)[-1], None)
+        if future is None or future.done():
+            return
+        try:
+            doc = json.loads(msg.data) if msg.data else {}
+            if "error" in doc:
+                error = doc["error"]
+                future.set_exception(
+                    _Refused(int(error.get("err_code", 0)), str(error.get("description", "")))
+                )
+            elif "seq" in doc:
+                future.set_result(int(doc["seq"]))
+            else:  # a status message: no stream answers (503)
+                future.set_exception(_Refused(0, f"no acknowledgement: {msg.headers}"))
+        except (ValueError, TypeError, AttributeError) as exc:
+            future.set_exception(_Refused(0, f"unreadable acknowledgement: {exc}"))
+
+
+class _Refused(Exception):
+    """JetStream refused a publish (``err_code`` 10071: the fence, a wrong last sequence)."""
+
+    def __init__(self, err_code: int, description: str) -> None:
+        super().__init__(f"err_code={err_code} {description}")
+        self.err_code = err_code
 
 
 class _ChainBroken(Exception):
