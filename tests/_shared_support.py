@@ -11,9 +11,26 @@ from pathlib import Path
 import aiohttp
 from _support import mirrored_keys
 
-from querysync import Agreement, NodeToolApi, audit
+from querysync import Agreement, NodeToolApi, Sync, audit, sync
 from querysync.server import NodeToolServer
-from querysync.sinks import CacheReader, QueryCache
+from querysync.sinks import CacheReader, QueryCache, ShareConfig
+from querysync.streams import Backoff
+
+FAST = Backoff(initial=0.02, factor=2.0, max_delay=0.1, jitter=0.0)
+
+
+async def start_publisher(
+    server: NodeToolServer, nats_url: str, directory: Path, *, lease: float = 1.0
+) -> Sync:
+    """sync(share=...) in this process into bucket "t", with fast retries and reconnects."""
+    return await sync(
+        server.ws_url,
+        server.api_url,
+        QueryCache(directory, retry_delay=0.05, retry_cap=0.2),
+        window=0.05,
+        source_options={"backoff": FAST},
+        share=ShareConfig(nats_url, bucket="t", lease=lease),
+    )
 
 
 def describe(agreement: Agreement) -> str:
@@ -131,3 +148,56 @@ async def folder_agreed(
         except TimeoutError:
             assert last is not None
             return last
+
+
+class Proxy:
+    """A TCP relay on loopback to a port, that can be cut (every connection closed, new ones
+    refused) and resumed: a network outage between one client and NATS, for real."""
+
+    def __init__(self, target_port: int, port: int) -> None:
+        self.target_port = target_port
+        self.port = port
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+
+    async def cut(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for writer in list(self._writers):
+            writer.close()
+        self._writers.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks))
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.close()
+            return
+        self._writers.update((writer, up_writer))
+        for src, dst in ((reader, up_writer), (up_reader, writer)):
+            task = asyncio.ensure_future(self._pump(src, dst))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _pump(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        try:
+            while data := await src.read(65536):
+                dst.write(data)
+                await dst.drain()
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            dst.close()
