@@ -58,12 +58,14 @@ async def shared_sync(
         revision = await acquire_lease(conn, owner)
         log.info("holding the lease of bucket %r (revision %d)", config.bucket, revision)
         publisher = Publisher(conn, revision, owner)
+        # Renewing from now on: opening the folder and reading the bucket can take longer
+        # than the lease on a busy machine, and a lapsed lease is a standby's to take.
+        publisher.start()
         qc = cache if isinstance(cache, QueryCache) else await asyncio.to_thread(QueryCache, cache)
         held = await read_bucket(config)
         if held:  # else a first publisher: its folder's entries are published as they are
             _seed(qc, held)
         publisher.attach(qc)
-        publisher.start()
         running = await sync(ws_url, api_url, qc, **options)
     except BaseException:
         if publisher is not None:

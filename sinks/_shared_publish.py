@@ -229,10 +229,15 @@ class Publisher:
                     await self._write(batch, renew)
                     if renew:
                         renew_at = time.monotonic() + every
-                except _ChainBroken as exc:
-                    # Newer states captured meanwhile win over the batch's.
+                except Exception as exc:
+                    # Newer states captured meanwhile win over the batch's. Anything but a
+                    # refused or unanswered write is a bug; it must not end the pump.
                     self._pending = {**batch, **self._pending}
-                    log.info("a fenced write was refused (%s); re-basing on the lease", exc)
+                    if isinstance(exc, _ChainBroken):
+                        log.info("a fenced write was refused (%s); re-basing on the lease", exc)
+                    else:
+                        log.exception("publishing a batch failed; re-basing on the lease")
+                        await asyncio.sleep(0.1)
                     await self._rebase()
                     renew_at = time.monotonic() + every
                 if self._stopping and not self._pending:

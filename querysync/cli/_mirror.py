@@ -101,6 +101,7 @@ async def run_shared_sync(args: argparse.Namespace) -> int:
         try:
             while True:
                 log.warning("standby: waiting for the lease of bucket %r", config.bucket)
+                print("standby", file=sys.stderr, flush=True)
                 starting = asyncio.ensure_future(
                     sync(args.ws, args.api, args.cache, token=args.token, window=args.window,
                          share=config)
