@@ -108,8 +108,10 @@ async def run_shared_sync(args: argparse.Namespace) -> int:
                 )
                 await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
                 if not starting.done():
-                    starting.cancel()
-                    await asyncio.wait({starting})
+                    # Again until it ends: nats-py's connect can swallow one cancellation.
+                    while not starting.done():
+                        starting.cancel()
+                        await asyncio.wait({starting}, timeout=0.5)
                     return 0
                 try:
                     running = starting.result()
