@@ -16,7 +16,9 @@ from ._process import load_average
 
 __all__ = ["BENCHMARKS", "format_markdown", "format_table", "main", "run_all"]
 
-BENCHMARKS: tuple[str, ...] = ("throttle", "throughput", "latency", "coalescing", "cache")
+BENCHMARKS: tuple[str, ...] = (
+    "throttle", "throughput", "latency", "coalescing", "cache", "shared"
+)
 """Names of the benchmark modules (``benchmarks.bench_<name>``), in the order they run."""
 ON_REQUEST: tuple[str, ...] = ("faults",)
 """Modules run only when named: ``faults`` runs the fault tests themselves (minutes)."""

@@ -194,7 +194,8 @@ async def connect_bucket(config: ShareConfig) -> Bucket:
             await holder[0]._reconnected()
 
     async def disconnected() -> None:
-        log.warning("disconnected from NATS; reconnecting")
+        if holder and not holder[0].nc.is_closed:  # not when closed on purpose
+            log.warning("disconnected from NATS; reconnecting")
 
     async def error(exc: Exception) -> None:
         log.warning("NATS: %s", exc)
