@@ -153,6 +153,11 @@ class Publisher:
         self.counts: dict[str, int] = {"published": 0, "removed": 0, "batches": 0, "rebases": 0}
         self.committed_at: dict[QueryKey, float] = {}
 
+    @property
+    def bucket(self) -> Bucket:
+        """The connection and bucket written to."""
+        return self._bucket
+
     # -- wiring ----------------------------------------------------------------------
 
     def attach(self, cache: QueryCache) -> None:

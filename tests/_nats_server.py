@@ -70,3 +70,32 @@ class NatsServer:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+
+
+class NatsCluster:
+    """Three JetStream nodes on loopback, routed to each other (cluster ``qs``)."""
+
+    def __init__(self, store: Path, size: int = 3) -> None:
+        cluster_ports = [free_port() for _ in range(size)]
+        routes = ",".join(f"nats://127.0.0.1:{p}" for p in cluster_ports)
+        self.nodes = [
+            NatsServer(
+                store / f"n{i}",
+                extra=["-n", f"n{i}", "--cluster_name", "qs",
+                       "--cluster", f"nats://127.0.0.1:{cluster_ports[i]}", "--routes", routes],
+            )
+            for i in range(size)
+        ]
+
+    @property
+    def url(self) -> str:
+        """Every node's URL, comma-separated (what a client is given)."""
+        return ",".join(node.url for node in self.nodes)
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
