@@ -9,6 +9,7 @@ None of them is ever logged: logs and errors show the URL without its user part.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import ssl
@@ -171,6 +172,40 @@ class Bucket:
                 log.exception("a reconnection callback failed")
 
 
+async def _require_tls(servers: list[str], seconds: float) -> None:
+    """Refuse tls:// servers that do not ask for TLS in their greeting.
+
+    nats-py upgrades to TLS only when the server's INFO says ``tls_required``; to a
+    server that does not, it would send the CONNECT line, credentials included, in the
+    clear, tls:// or not. So the greeting is read first, on a connection of its own.
+    """
+    for url in servers:
+        if not url.startswith("tls://"):
+            continue
+        parts = urlsplit(url)
+        where = redact(url)
+        try:
+            async with asyncio.timeout(seconds):
+                reader, writer = await asyncio.open_connection(parts.hostname, parts.port or 4222)
+                try:
+                    line = await reader.readline()
+                finally:
+                    writer.close()
+        except (OSError, TimeoutError) as exc:
+            raise ShareConnectionError(
+                f"cannot connect to NATS at {where}: {type(exc).__name__}: {exc}"
+            ) from exc
+        try:
+            info = json.loads(line.split(b" ", 1)[1]) if line.startswith(b"INFO ") else {}
+        except (ValueError, IndexError):
+            info = {}
+        if not (isinstance(info, dict) and info.get("tls_required")):
+            raise ShareConnectionError(
+                f"cannot connect to NATS at {where}: the server does not require TLS "
+                "(credentials are never sent in the clear to a tls:// URL)"
+            )
+
+
 async def connect_bucket(config: ShareConfig) -> Bucket:
     """Connect to NATS and open the config's bucket, creating it when missing.
 
@@ -197,7 +232,10 @@ async def connect_bucket(config: ShareConfig) -> Bucket:
         if holder and not holder[0].nc.is_closed:  # not when closed on purpose
             log.warning("disconnected from NATS; reconnecting")
 
+    errors: list[Exception] = []
+
     async def error(exc: Exception) -> None:
+        errors.append(exc)
         log.warning("NATS: %s", exc)
 
     options: dict[str, Any] = {}
@@ -219,11 +257,16 @@ async def connect_bucket(config: ShareConfig) -> Bucket:
     if tls is not None:
         options["tls"] = tls
     where = redact(config.url)
-    try:
-        nc = await nats.connect(
+    if any(s.startswith("tls://") for s in servers):
+        await _require_tls(servers, config.connect_timeout)
+    from nats.aio.client import Client
+
+    nc = Client()
+    connecting = asyncio.ensure_future(
+        nc.connect(
             servers,
             connect_timeout=max(1, round(config.connect_timeout)),
-            reconnect_time_wait=0.5,  # typed int, a float works
+            reconnect_time_wait=0.5,  # type: ignore[arg-type]  # typed int, a float works
             # One retry per server at the first connection: a refused one is an error,
             # not a retry loop. Once connected, reconnection never gives up (below).
             max_reconnect_attempts=1,
@@ -234,10 +277,21 @@ async def connect_bucket(config: ShareConfig) -> Bucket:
             name="querysync",
             **options,
         )
-    except (TimeoutError, OSError, nats.errors.Error) as exc:
+    )
+    # Bounded: a TLS handshake that fails after the TCP connect is retried by nats-py
+    # for ever, whatever max_reconnect_attempts says.
+    done, _ = await asyncio.wait({connecting}, timeout=config.connect_timeout * 2 + 1)
+    if not done:
+        await nc.close()
+        while not connecting.done():  # nats-py's connect can swallow one cancellation
+            connecting.cancel()
+            await asyncio.wait({connecting}, timeout=0.5)
+    failure = connecting.exception() if not connecting.cancelled() else None
+    if not done or failure is not None:
+        cause = failure if failure is not None else (errors[-1] if errors else TimeoutError())
         raise ShareConnectionError(
-            f"cannot connect to NATS at {where}: {type(exc).__name__}: {exc}"
-        ) from exc
+            f"cannot connect to NATS at {where}: {type(cause).__name__}: {cause}"
+        ) from cause
     nc.options["max_reconnect_attempts"] = -1
     try:
         js = nc.jetstream(timeout=config.ack_timeout)

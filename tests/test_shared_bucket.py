@@ -94,6 +94,9 @@ async def test_awkward_keys_round_trip_through_the_bucket(
                     assert entry.data == {"n": n, "key": list(key)}
                     assert entry.etag == f"e{n}"
                 assert reader.keys(("numbers", 1)) == [("numbers", 1, 2.5, True, None)]
+                html = reader._repr_html_()
+                assert f"{len(AWKWARD)} entries, 0 stale" in html
+                assert "a.b.c" in html
                 cache.remove(("dots..",))
                 await until(lambda: ("dots..", ".", ">", "*") not in reader)
                 assert len(reader) == len(AWKWARD) - 1

@@ -13,6 +13,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 from _nats_server import NatsServer, free_port
 from _shared_support import spawn, spawn_mirror, start_publisher
 
@@ -155,3 +156,46 @@ def test_sync_without_share_never_imports_nats(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate and key for 127.0.0.1, made with the openssl command."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )
+    return cert, key
+
+
+async def test_a_tls_url_connects_to_a_tls_server_and_a_plain_one_refuses_it(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    import ssl
+
+    from querysync.sinks import ShareConfig, ShareConnectionError, SharedCache
+
+    cert, key = self_signed(tmp_path)
+    secure = NatsServer(
+        tmp_path / "tls", extra=["--tls", "--tlscert", str(cert), "--tlskey", str(key)]
+    )
+    secure.start()
+    try:
+        context = ssl.create_default_context(cafile=str(cert))
+        config = ShareConfig(f"tls://127.0.0.1:{secure.port}", bucket="t", tls=context)
+        async with SharedCache(config) as cache:
+            assert len(cache) == 0
+        # Without the certificate's authority the connection is refused, not retried.
+        refused = await asyncio.to_thread(
+            querysync_cli, "inspect", f"tls://127.0.0.1:{secure.port}/t", "--json"
+        )
+        assert refused.returncode == 2, refused.stderr
+        assert "cannot connect to NATS" in refused.stderr
+    finally:
+        secure.stop()
+    # A tls:// URL to a server without TLS fails cleanly too.
+    with pytest.raises(ShareConnectionError, match="cannot connect to NATS"):
+        async with SharedCache(f"tls://127.0.0.1:{nats_server.port}", bucket="t"):
+            pass
