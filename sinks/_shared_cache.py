@@ -87,7 +87,8 @@ class SharedCache:
         self._events: Broadcast[CacheEvent] = Broadcast(self._counts)
         self._watches: dict[QueryKey, _Watch] = {}
         self._task: asyncio.Task[None] | None = None
-        self._restart = asyncio.Event()
+        self._watcher: KeyValue.KeyWatcher | None = None
+        self._generation = 0
         self._ready: asyncio.Future[None] | None = None
         self._closed = False
         self._opened = False
@@ -244,7 +245,14 @@ class SharedCache:
     # -- following the bucket -----------------------------------------------------------
 
     async def _on_reconnect(self) -> None:
-        self._restart.set()
+        # Ending the watcher ends the pass; the next one starts from the bucket as it is.
+        self._generation += 1
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            try:
+                await watcher.stop()  # type: ignore[no-untyped-call]
+            except Exception as exc:
+                log.debug("stopping a watcher: %s", exc)
 
     async def _follow(self) -> None:
         import nats.errors
@@ -252,7 +260,6 @@ class SharedCache:
         assert self._bucket is not None
         first = True
         while True:
-            self._restart.clear()
             try:
                 await self._one_pass(self._bucket.kv, first)
                 first = False
@@ -264,20 +271,17 @@ class SharedCache:
 
     async def _one_pass(self, kv: KeyValue, first: bool) -> None:
         """Watch until a reconnection asks for a new pass."""
+        generation = self._generation
         watcher = await kv.watch(ENTRY_FILTER)
+        self._watcher = watcher
+        if generation != self._generation:  # reconnected while it was being made
+            return
         # A pass starts from the bucket as it is: its first values are the newest of
         # each key, even where a recreated bucket numbers them lower than before.
         self._revisions = {}
         seen: set[str] | None = set()
-        restart = asyncio.ensure_future(self._restart.wait())
         try:
-            while True:
-                nxt = asyncio.ensure_future(watcher.updates(timeout=None))  # type: ignore[no-untyped-call]
-                await asyncio.wait({nxt, restart}, return_when=asyncio.FIRST_COMPLETED)
-                if not nxt.done():
-                    nxt.cancel()
-                    return
-                update = nxt.result()
+            async for update in watcher:
                 if update is None:
                     if seen is not None:
                         self._end_of_pass(seen, first)
@@ -287,11 +291,12 @@ class SharedCache:
                     seen.add(update.key)
                 await self._apply(update.key, update.value, update.revision, update.operation)
         finally:
-            restart.cancel()
-            try:
-                await watcher.stop()  # type: ignore[no-untyped-call]
-            except Exception as exc:  # a closed connection: nothing left to stop
-                log.debug("stopping a watcher: %s", exc)
+            if self._watcher is watcher:
+                self._watcher = None
+                try:
+                    await watcher.stop()  # type: ignore[no-untyped-call]
+                except Exception as exc:  # a closed connection: nothing left to stop
+                    log.debug("stopping a watcher: %s", exc)
 
     def _end_of_pass(self, seen: set[str], first: bool) -> None:
         for name in [n for n in self._names if n not in seen]:
