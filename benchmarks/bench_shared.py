@@ -40,7 +40,8 @@ from querysync._sync import sync
 from querysync.server import NodeToolServer, Workload
 from querysync.sinks import QueryCache, ShareConfig, SharedCache
 from querysync.sinks._shared_conn import connect_bucket
-from querysync.sinks._shared_publish import Publisher, acquire_lease
+from querysync.sinks._shared_lease import acquire_lease
+from querysync.sinks._shared_publish import Publisher
 
 from ._figures import Figure, figure, percentile
 from ._process import settled_resident_bytes

@@ -45,7 +45,8 @@ async def shared_sync(
     from .sinks import QueryCache
     from .sinks._shared_cache import read_bucket
     from .sinks._shared_conn import LeaseLostError, ShareConfig, connect_bucket, redact
-    from .sinks._shared_publish import Publisher, acquire_lease, new_owner
+    from .sinks._shared_lease import acquire_lease, new_owner
+    from .sinks._shared_publish import Publisher
 
     config = ShareConfig.of(share, bucket)
     owns_cache = not isinstance(cache, QueryCache)

@@ -233,9 +233,12 @@ async def connect_bucket(config: ShareConfig) -> Bucket:
             log.warning("disconnected from NATS; reconnecting")
 
     errors: list[Exception] = []
+    hopeless = asyncio.Event()  # a certificate refused: retrying cannot help
 
     async def error(exc: Exception) -> None:
         errors.append(exc)
+        if isinstance(exc, ssl.SSLError):
+            hopeless.set()
         log.warning("NATS: %s", exc)
 
     options: dict[str, Any] = {}
@@ -280,7 +283,14 @@ async def connect_bucket(config: ShareConfig) -> Bucket:
     )
     # Bounded: a TLS handshake that fails after the TCP connect is retried by nats-py
     # for ever, whatever max_reconnect_attempts says.
-    done, _ = await asyncio.wait({connecting}, timeout=config.connect_timeout * 2 + 1)
+    given_up = asyncio.ensure_future(hopeless.wait())
+    await asyncio.wait(
+        {connecting, given_up},
+        timeout=config.connect_timeout * 2 + 1,
+        return_when=asyncio.FIRST_COMPLETED,
+    )
+    given_up.cancel()
+    done = connecting.done()
     if not done:
         await nc.close()
         while not connecting.done():  # nats-py's connect can swallow one cancellation

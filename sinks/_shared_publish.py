@@ -27,12 +27,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
-import socket
 import time
-import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from reactivex import abc
 
@@ -40,13 +37,15 @@ from querysync._keys import QueryKey
 
 from ._entry import CacheEntry
 from ._events import CacheEvent
+from ._shared_acks import Acks
 from ._shared_codec import LEASE_KEY, bucket_key, chunk_key, encode_entry, manifest_document
 from ._shared_conn import Bucket, LeaseLostError
+from ._shared_lease import lease_document
 
 if TYPE_CHECKING:
     from ._cache import QueryCache
 
-__all__ = ["Publisher", "acquire_lease", "lease_document"]
+__all__ = ["Publisher"]
 
 log = logging.getLogger("querysync.share")
 
@@ -59,70 +58,6 @@ _HEADER_ROOM = 1024
 _CHANGING = frozenset(("set", "invalidated", "removed", "fetched", "fetch_failed", "fetch_gone"))
 
 Message = tuple[str, bytes, dict[str, str]]
-
-
-def lease_document(owner: str, lease: float, *, released: bool = False) -> bytes:
-    """The lease key's value: who holds it, for how long, whether it was given up."""
-    doc = {
-        "owner": owner,
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "lease": lease,
-        "renewed_at": time.time(),
-        "released": released,
-    }
-    return json.dumps(doc).encode()
-
-
-async def acquire_lease(bucket: Bucket, owner: str, *, poll: float | None = None) -> int:
-    """Wait until this process holds the lease; the lease key's revision it wrote.
-
-    A missing (or deleted) lease is created; a lease given up (``released``) or whose
-    revision has not changed for its ``lease`` seconds, as measured on this process's
-    monotonic clock, is taken by a compare-and-set on that revision. ``poll`` (seconds)
-    defaults to a quarter of the lease, at most 0.25.
-    """
-    import nats.errors
-    import nats.js.errors
-
-    kv = bucket.kv
-    lease = bucket.config.lease
-    every = poll if poll is not None else min(lease / 4, 0.25)
-    seen: int | None = None
-    seen_at = 0.0
-    while True:
-        try:
-            try:
-                entry = await kv.get(LEASE_KEY)
-            except nats.js.errors.KeyNotFoundError:
-                try:
-                    return await kv.create(LEASE_KEY, lease_document(owner, lease))
-                except nats.js.errors.KeyWrongLastSequenceError:
-                    continue
-            assert entry.revision is not None
-            now = time.monotonic()
-            if entry.revision != seen:
-                seen, seen_at = entry.revision, now
-            held = _lease_of(entry.value)
-            if held is None or held[1] or now - seen_at >= max(lease, held[0]):
-                try:
-                    return await kv.update(
-                        LEASE_KEY, lease_document(owner, lease), last=entry.revision
-                    )
-                except nats.js.errors.KeyWrongLastSequenceError:
-                    pass  # someone else renewed or took it first
-        except (TimeoutError, nats.errors.Error) as exc:
-            log.info("waiting for the lease: %s", exc)
-        await asyncio.sleep(every)
-
-
-def _lease_of(value: bytes | None) -> tuple[float, bool] | None:
-    """(lease seconds, released) of a lease value; None when unreadable."""
-    try:
-        doc = json.loads(value or b"")
-        return float(doc["lease"]), bool(doc.get("released"))
-    except (ValueError, KeyError, TypeError):
-        return None
 
 
 class Publisher:
@@ -146,7 +81,7 @@ class Publisher:
         self._subscription: abc.DisposableBase | None = None
         self._cache: QueryCache | None = None
         self._chunked: dict[str, int] = {}
-        self._acks: _Acks | None = None
+        self._acks: Acks | None = None
         self._stopping = False
         self.lost = False
         self.on_lost: Callable[[], None] | None = None
@@ -313,7 +248,7 @@ class Publisher:
         if not messages:
             return []
         if self._acks is None:
-            self._acks = _Acks(self._bucket)
+            self._acks = Acks(self._bucket)
             await self._acks.start()
         acks = self._acks
         prefix = self._bucket.prefix
@@ -397,72 +332,5 @@ class Publisher:
         return {_EXPECTED_SUBJECT: str(self._lease_rev)}
 
 
-class _Acks:
-    """Pipelined JetStream publishes: each gets a future of its stream sequence.
-
-    nats-py's own ``publish_async`` never resolves the future of a refused publish (its
-    reply handler raises instead of setting the exception), and a refused publish is
-    exactly what fencing produces; hence this small replacement on one inbox.
-    """
-
-    def __init__(self, bucket: Bucket) -> None:
-        self._nc = bucket.nc
-        self._prefix = bucket.nc.new_inbox()
-        self._futures: dict[str, asyncio.Future[int]] = {}
-        self._serial = 0
-
-    async def start(self) -> None:
-        await self._nc.subscribe(f"{self._prefix}.*", cb=self._on_reply)
-
-    async def publish(
-        self, subject: str, payload: bytes, headers: dict[str, str]
-    ) -> asyncio.Future[int]:
-        self._serial += 1
-        token = str(self._serial)
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._futures[token] = future
-        await self._nc.publish(subject, payload, reply=f"{self._prefix}.{token}", headers=headers)
-        return future
-
-    def forget(self, futures: list[asyncio.Future[int]]) -> None:
-        for future in futures:
-            if not future.done():
-                future.cancel()
-        done = set(map(id, futures))
-        for token in [t for t, f in self._futures.items() if id(f) in done]:
-            del self._futures[token]
-
-    async def _on_reply(self, msg: Any) -> None:
-        future = self._futures.pop(msg.subject.rsplit(".", 1)[-1], None)
-        if future is None or future.done():
-            return
-        try:
-            doc = json.loads(msg.data) if msg.data else {}
-            if "error" in doc:
-                error = doc["error"]
-                future.set_exception(
-                    _Refused(int(error.get("err_code", 0)), str(error.get("description", "")))
-                )
-            elif "seq" in doc:
-                future.set_result(int(doc["seq"]))
-            else:  # a status message: no stream answers (503)
-                future.set_exception(_Refused(0, f"no acknowledgement: {msg.headers}"))
-        except (ValueError, TypeError, AttributeError) as exc:
-            future.set_exception(_Refused(0, f"unreadable acknowledgement: {exc}"))
-
-
-class _Refused(Exception):
-    """JetStream refused a publish (``err_code`` 10071: the fence, a wrong last sequence)."""
-
-    def __init__(self, err_code: int, description: str) -> None:
-        super().__init__(f"err_code={err_code} {description}")
-        self.err_code = err_code
-
-
 class _ChainBroken(Exception):
     """A fenced write was refused or not acknowledged: the chain must be re-based."""
-
-
-def new_owner() -> str:
-    """A unique name for this publisher (host, pid and a random part)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"

@@ -21,7 +21,8 @@ from querysync.sinks import CacheReader, LeaseLostError, QueryCache, ShareConfig
 from querysync.sinks._shared_cache import read_bucket
 from querysync.sinks._shared_codec import MAX_KEY_TOKEN, bucket_key, key_of_bucket_key
 from querysync.sinks._shared_conn import Bucket, connect_bucket
-from querysync.sinks._shared_publish import Publisher, acquire_lease
+from querysync.sinks._shared_lease import acquire_lease
+from querysync.sinks._shared_publish import Publisher
 
 AWKWARD: list[QueryKey] = [
     ("workflow", "a.b.c"),
