@@ -23,6 +23,7 @@ BENCHMARKS: tuple[str, ...] = (
     "coalescing",
     "refetch",
     "cache",
+    "shared",
 )
 """Names of the benchmark modules (``benchmarks.bench_<name>``), in the order they run."""
 ON_REQUEST: tuple[str, ...] = ("faults",)

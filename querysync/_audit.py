@@ -11,7 +11,7 @@ from ._keys import QueryKey
 from ._nodetool import NodeToolApi
 
 if TYPE_CHECKING:
-    from .sinks import QueryCache
+    from .sinks import CacheReader
 
 __all__ = ["Agreement", "Disagreement", "audit"]
 
@@ -38,7 +38,7 @@ class Agreement:
 
 
 async def audit(
-    cache: QueryCache, api: NodeToolApi, *, expect: Iterable[QueryKey] = ()
+    cache: CacheReader, api: NodeToolApi, *, expect: Iterable[QueryKey] = ()
 ) -> Agreement:
     """Compare every cached entry with what ``api`` serves now.
 

@@ -11,7 +11,10 @@
     │   └── ResourceGone          the server answered 404: the resource no longer exists
     ├── SourceError               a stream source gave up
     │   └── AuthenticationError   the server closed with 1008: retrying is pointless
-    └── TokenSourceError          a token source failed (one attempt fails, not the stream)
+    ├── TokenSourceError          a token source failed (one attempt fails, not the stream)
+    └── ShareError                a shared cache (NATS JetStream bucket) cannot be used
+        ├── ShareConnectionError  the NATS server refused or was unreachable at first connection
+        └── LeaseLostError        another publisher took this one's lease: it stopped publishing
 
 Errors from aiohttp, pydantic and sqlite are translated at the boundary with
 ``raise ... from exc``; they never leak raw from a public call. Each class reports
@@ -29,8 +32,11 @@ __all__ = [
     "CacheSecurityError",
     "ConfigurationError",
     "FetchError",
+    "LeaseLostError",
     "QuerySyncError",
     "ResourceGone",
+    "ShareConnectionError",
+    "ShareError",
     "SourceError",
     "TokenSourceError",
 ]
@@ -82,3 +88,15 @@ class AuthenticationError(SourceError):
 
 class TokenSourceError(QuerySyncError):
     """A token source raised, timed out or gave no token; the attempt that asked fails."""
+
+
+class ShareError(QuerySyncError):
+    """A shared cache (NATS JetStream) could not be used."""
+
+
+class ShareConnectionError(ShareError):
+    """The NATS server refused or could not be reached at the first connection."""
+
+
+class LeaseLostError(ShareError):
+    """This publisher's lease was taken by another one: it stopped publishing."""

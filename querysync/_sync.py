@@ -6,7 +6,7 @@ import asyncio
 import functools
 import logging
 import os
-from collections.abc import Callable, Coroutine, Generator, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, cast
 
@@ -25,6 +25,7 @@ from .operators import RejectHandler
 
 if TYPE_CHECKING:
     from .sinks import QueryCache
+    from .sinks._shared_conn import ShareConfig
     from .streams import ConnectionState, WebSocketSource
 
 __all__ = ["StartingSync", "Sync", "mirrored_keys", "sync"]
@@ -94,6 +95,10 @@ class Sync:
         self._resumed = False
         self._done = asyncio.get_running_loop().create_future()
         self.error: BaseException | None = None
+        # sync(share=...): awaited at the end of stop() (the publisher flushes, gives its
+        # lease up, closes the cache it opened); ``share`` is that publisher.
+        self.on_stop: list[Callable[[], Awaitable[None]]] = []
+        self.share: Any = None
 
     def __repr__(self) -> str:
         from yarl import URL
@@ -284,6 +289,9 @@ class Sync:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        hooks, self.on_stop = self.on_stop, []
+        for hook in hooks:
+            await hook()
         if not self._done.done():
             self._done.set_result(None)
 
@@ -364,6 +372,8 @@ async def sync(
     on_reject: RejectHandler | None = None,
     source_options: dict[str, Any] | None = None,
     on_source: Callable[[WebSocketSource], None] | None = None,
+    share: str | ShareConfig | None = None,
+    bucket: str | None = None,
 ) -> Sync:
     """A running :class:`Sync` that keeps a query cache in step with a NodeTool server.
 
@@ -380,7 +390,21 @@ async def sync(
     ``token`` is a string or a :data:`querysync.TokenSource`, shared by the WebSocket
     (asked at every connection attempt) and REST (asked again after a 401): see
     :func:`querysync.streams.websocket` and :class:`querysync.NodeToolApi`.
+
+    ``share`` (a ``nats://HOST:PORT`` URL or a :class:`querysync.sinks.ShareConfig`,
+    default None) also publishes every entry into a NATS JetStream bucket (``bucket``,
+    default ``"querysync"``) for :class:`querysync.sinks.SharedCache` readers: the call
+    then first waits, holding no connection to the server, until this process is the
+    bucket's one active publisher (see ``querysync._share``).
     """
+    if share is not None:
+        from ._share import shared_sync
+
+        return await shared_sync(
+            ws_url, api_url, cache, share=share, bucket=bucket, token=token, window=window,
+            mirror=mirror, registry=registry, session=session, on_reject=on_reject,
+            source_options=source_options, on_source=on_source,
+        )
     from .sinks import QueryCache
     from .streams import websocket
 

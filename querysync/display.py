@@ -28,7 +28,7 @@ from ._exceptions import CacheClosedError, ConfigurationError
 from ._keys import QueryKey
 
 if TYPE_CHECKING:
-    from .sinks import CacheEvent, QueryCache
+    from .sinks import CacheEvent, CacheReader, QueryCache
 
 __all__ = [
     "CacheTable",
@@ -128,7 +128,7 @@ def _etag(etag: str | None) -> Html:
 # -- the cache ------------------------------------------------------------------------
 
 
-def cache_html(cache: QueryCache, *, limit: int = 50, now: float | None = None) -> str:
+def cache_html(cache: CacheReader, *, limit: int = 50, now: float | None = None) -> str:
     """An HTML table of the cache's entries: key, state, etag, age, data, last fetch error.
 
     Entries are sorted by key; at most ``limit`` rows are shown (default 50) and the

@@ -3,11 +3,17 @@
 :class:`QueryCache` is a disk-backed store of query results (JSON only, never
 unpickled) that invalidation, removal and refetch keep true to the backend;
 :func:`apply` is the stage that feeds a pipeline's invalidations into it;
-:func:`to_jsonl` records a stream in the format ``querysync.streams.from_jsonl`` replays.
+:func:`to_jsonl` records a stream in the format ``querysync.streams.from_jsonl`` replays;
+:class:`SharedCache` reads a cache that ``sync(share=...)`` publishes into NATS JetStream,
+and :class:`CacheReader` is what it and QueryCache have in common.
 """
 
 from __future__ import annotations
 
+# The share errors live in querysync's one exception tree; importable here as well.
+from querysync._exceptions import LeaseLostError as LeaseLostError
+from querysync._exceptions import ShareConnectionError as ShareConnectionError
+from querysync._exceptions import ShareError as ShareError
 from querysync._signals import Invalidation, Resync
 from querysync.operators import Stage
 
@@ -17,15 +23,21 @@ from ._entry import CacheEntry
 from ._events import CacheEvent, CacheEventKind
 from ._fetch import Fetch
 from ._jsonl import JsonlRecorder, to_jsonl
+from ._reader import CacheReader
+from ._shared_cache import SharedCache
+from ._shared_conn import ShareConfig
 
 __all__ = [
     "CacheEntry",
     "CacheEvent",
     "CacheEventKind",
+    "CacheReader",
     "Fetch",
     "JsonlRecorder",
     "QueryCache",
     "RefetchType",
+    "ShareConfig",
+    "SharedCache",
     "apply",
     "to_jsonl",
 ]

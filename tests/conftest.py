@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import aiohttp
 import pytest
+from _nats_server import NatsServer
 
 from querysync.server import NodeToolServer
 
@@ -22,3 +24,12 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
     """A real aiohttp client session, closed at teardown."""
     async with aiohttp.ClientSession() as s:
         yield s
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    """A real nats-server with JetStream on a free loopback port, its store under tmp_path."""
+    s = NatsServer(tmp_path / "nats")
+    s.start()
+    yield s
+    s.stop()

@@ -1,4 +1,4 @@
-"""The ``querysync`` command: demo, sync, tail, inspect and serve.
+"""The ``querysync`` command: demo, sync, tail, inspect, mirror and serve.
 
 Exit statuses: 0 success; 1 a runtime failure (a server that cannot be reached for
 good, a port in use, a cache that cannot be opened); 2 bad usage (a malformed URL, a
@@ -207,6 +207,9 @@ def _parser() -> _Parser:
         metavar="S",
         help="seconds between counter lines without a live view",
     )
+    from ._mirror import add_mirror_options, add_share_options
+
+    add_share_options(syn)
 
     tail = _sub(
         sub,
@@ -236,7 +239,7 @@ def _parser() -> _Parser:
         "prints that entry's data as JSON.",
         "querysync inspect ./cache workflow 3f2a9c   # or: --prefix workflow",
     )
-    insp.add_argument("directory", help="cache directory")
+    insp.add_argument("directory", help="cache directory, or nats://HOST:PORT/BUCKET")
     insp.add_argument(
         "key", nargs="*", metavar="KEY", help="a query key: words (workflow 3f2a9c) or a JSON array"
     )
@@ -248,6 +251,17 @@ def _parser() -> _Parser:
         help="list only the entries under this key prefix (words or a JSON array)",
     )
     insp.add_argument("--json", action="store_true", help="one JSON object per line")
+    add_mirror_options(
+        _sub(
+            sub,
+            "mirror",
+            "keep a local cache folder live from a NATS bucket",
+            "Keeps --cache true to a bucket that one `querysync sync --share` process\n"
+            "publishes into, until SIGTERM or Ctrl-C: existing code that opens a folder\n"
+            "keeps working on other machines. Needs the extra: pip install 'querysync[nats]'.",
+            "querysync mirror nats://127.0.0.1:4222/querysync --cache ./mirror",
+        )
+    )
 
     serve = _sub(
         sub,
@@ -309,6 +323,18 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         from ._demo import run_demo
 
         return asyncio.run(run_demo(args, console))
+    if args.command == "sync" and args.share:
+        from ._mirror import run_shared_sync
+
+        return asyncio.run(run_shared_sync(args))
+    if args.command == "mirror":
+        from ._mirror import run_mirror
+
+        return asyncio.run(run_mirror(args))
+    if args.command == "inspect" and args.directory.startswith(("nats://", "tls://")):
+        from ._mirror import run_inspect_bucket
+
+        return asyncio.run(run_inspect_bucket(args))
     if args.command == "sync":
         from ._sync_cmd import run_sync
 
