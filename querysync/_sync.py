@@ -270,9 +270,16 @@ async def sync(
     owns_cache = not isinstance(cache, QueryCache)
     # The cache first: opening it is what fails on a bad directory, and a session made
     # before it would be left open.
-    # Opening reads every entry (about 1 s per 100,000): off the loop, so that a process
-    # that also serves other connections keeps answering meanwhile.
+    # Opening reads no entry, but the key index (read once, seconds at a million
+    # entries) is read here too: off the loop, so that a process that also serves
+    # other connections keeps answering meanwhile.
     qc = cache if isinstance(cache, QueryCache) else await asyncio.to_thread(QueryCache, cache)
+    try:
+        await asyncio.to_thread(qc.load_index)
+    except BaseException:
+        if owns_cache:
+            await qc.aclose()
+        raise
     owns_session = session is None
     http = session
     try:
