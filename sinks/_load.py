@@ -171,6 +171,11 @@ def _check_length(directory: str) -> None:
     read; the header's page count and page size give the length it must have.
     """
     path = op.join(directory, DB_NAME)
+    wal = path + "-wal"
+    if op.exists(wal) and op.getsize(wal) > 0:
+        # Pages still in the write-ahead log: a checkpoint cut short may have written
+        # page 1 (with the new length) before the pages that make the file that long.
+        return
     try:
         with open(path, "rb") as f:
             header = f.read(100)

@@ -25,8 +25,19 @@ def run_inspect(args: argparse.Namespace) -> int:
         print(f"querysync inspect: no querysync cache in {args.directory}", file=sys.stderr)
         return 1
     now = time.time()
-    with QueryCache(args.directory) as cache:
+    # Read-only: inspecting must never discard or rewrite anything (a cache written
+    # with another buster used to be discarded by opening it here).
+    with QueryCache(args.directory, buster=getattr(args, "buster", ""), read_only=True) as cache:
         entries = [e for e in (cache.get(k) for k in sorted(cache.keys(), key=repr)) if e]
+        stored = f"buster {cache.stored_buster!r}"
+        if cache.written_at is not None:
+            stored += f", written {now - cache.written_at:.0f} s ago"
+        if cache.discard_reason is not None:
+            print(
+                f"querysync inspect: {stored}; a QueryCache opened with buster "
+                f"{getattr(args, 'buster', '')!r} would discard it ({cache.discard_reason})",
+                file=sys.stderr,
+            )
     if args.json:
         for e in entries:
             print(
@@ -41,7 +52,7 @@ def run_inspect(args: argparse.Namespace) -> int:
                 )
             )
         return 0
-    table = Table(title=f"{args.directory}: {len(entries)} entries")
+    table = Table(title=f"{args.directory}: {len(entries)} entries ({stored})")
     for column in ("key", "stale", "etag", "age (s)", "error"):
         table.add_column(column)
     for e in entries:
