@@ -1,4 +1,4 @@
-"""The safe diskcache layer: a JSON-only Disk, a private directory, a row scan skipping bad rows.
+"""The safe diskcache layer: a JSON-only Disk, a private directory, what a scan counts as bad rows.
 
 Why refuse pickles: diskcache's default ``Disk`` pickles any key or value that is not
 a plain scalar, and on read it unpickles whatever a row's ``mode`` column says is a
@@ -16,7 +16,6 @@ import os.path as op
 import sqlite3
 import stat
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,13 +33,11 @@ __all__ = [
     "GEN_KEY",
     "META_KEY",
     "JsonDisk",
-    "Row",
     "ScanProblems",
     "corrupt_error",
     "inside",
     "move_aside",
     "open_diskcache",
-    "scan_rows",
     "secure_directory",
 ]
 
@@ -294,48 +291,9 @@ def move_aside(directory: str) -> list[str]:
     return moved
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
-    """One row of the Cache table: a query key (or META_KEY) and its value's JSON text."""
-
-    key: QueryKey | str
-    text: str
-
-
 @dataclass(slots=True)
 class ScanProblems:
     """Rows a scan skipped: refused as unsafe (pickles) or unreadable (corrupt)."""
 
     unsafe: int = 0
     corrupt: int = 0
-
-
-def scan_rows(
-    directory: str, disk: JsonDisk, timeout: float, problems: ScanProblems
-) -> Iterator[Row]:
-    """Every decodable row of the cache file; bad rows are logged, counted and skipped.
-
-    Reads every value: for a repair or an export; opening reads only keys and headers
-    (:class:`querysync.sinks._rows.RowReader`).
-    diskcache's own iteration decodes keys inside a generator, so one bad row would
-    end it; this reads the table with one SELECT (a consistent snapshot under WAL)
-    and decodes each row through the same :class:`JsonDisk` the cache writes with.
-    Raises ``sqlite3.DatabaseError`` when the file itself is unreadable.
-    """
-    con = sqlite3.connect(op.join(directory, DB_NAME), timeout=timeout)
-    try:
-        cursor = con.execute("SELECT rowid, key, raw, mode, filename, value FROM Cache")
-        for rowid, key, raw, mode, filename, value in cursor:
-            try:
-                decoded = disk.get(key, raw)
-                text = disk.fetch(mode, filename, value, False)
-            except CacheSecurityError as exc:
-                problems.unsafe += 1
-                log.error("cache row %d refused and skipped: %s", rowid, exc)
-            except (CacheCorruptError, OSError) as exc:
-                problems.corrupt += 1
-                log.error("cache row %d unreadable and skipped: %s", rowid, exc)
-            else:
-                yield Row(decoded, text)
-    finally:
-        con.close()

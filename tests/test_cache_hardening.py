@@ -70,16 +70,28 @@ def test_overwriting_a_planted_row_leaves_the_file_it_names(
         assert entry.data == {"new": 1}
 
 
-def test_removing_a_planted_row_leaves_the_file_it_names(
+def test_removing_a_row_repointed_outside_leaves_the_file_it_names(
     tmp_path: Path, victims: list[Path]
 ) -> None:
-    directory = _planted_cache(tmp_path, victims)
+    directory = tmp_path / "c"
     with QueryCache(directory) as cache:
-        cache.load_index()  # the planted rows are refused: not in the index
-        cache._set_mark(("evil", "abs"), 0)  # as if another process had added the key
-        cache.remove(("evil",))
-        cache.flush()
-    assert all(v.read_bytes() == _DOC for v in victims)
+        cache.set(("evil", "x"), 1)
+    with QueryCache(directory) as cache:
+        cache.load_index()
+        # Another writer of the file points the (indexed) row at a file outside.
+        con = sqlite3.connect(directory / "cache.db")
+        with con:
+            con.execute(
+                "UPDATE Cache SET mode = 2, filename = ?, value = NULL WHERE key = ?",
+                (str(victims[0]), '["evil","x"]'),
+            )
+        con.close()
+        assert cache.remove(("evil",)) == 1
+        assert cache.flush(timeout=10)
+        assert cache.stats()["unsafe_rows"] == 1
+    assert victims[0].read_bytes() == _DOC
+    with QueryCache(directory) as cache:
+        assert cache.keys() == []
 
 
 def test_discarding_at_open_leaves_the_files_planted_rows_name(
