@@ -240,6 +240,8 @@ class QueryCache:
                     else:
                         trie.add(key, gen)
                         fresh += 1
+            except sqlite3.OperationalError as exc:  # locked, or gone: not the file's fault
+                raise CacheError(f"cannot read the cache in {self._directory!r}: {exc}") from exc
             except sqlite3.DatabaseError as exc:
                 raise corrupt_error(self._directory, exc) from exc
         for key, mark in self._touched.items():
@@ -919,6 +921,8 @@ class QueryCache:
         return frozenset(fresh)
 
     def _start_fetch(self, key: QueryKey, *, required: bool = False) -> asyncio.Task[None] | None:
+        if self._read_only:
+            return None  # a fetch would write its result
         if self._fetchers.lookup(key) is None:
             if required:
                 raise ConfigurationError(f"no fetcher registered for {key!r} or a prefix of it")

@@ -31,6 +31,8 @@ log = logging.getLogger("querysync.sinks")
 HEAD_BYTES = 256
 """Bytes of a row's value read to find its etag and stale flag (its data comes after)."""
 
+_BATCH = 5000  # rows per fetch while reading the index
+
 Head = tuple[QueryKey, str | None, bool, int]
 """A row's key, etag, stale flag and generation."""
 
@@ -140,12 +142,22 @@ class RowReader:
         bytes), never the data; a row whose header is longer is read whole.
         """
         with self._lock:
-            rows = self._con.execute(
+            cursor = self._con.execute(
                 "SELECT rowid, key, raw, mode, filename,"
                 f" CASE WHEN filename IS NULL THEN substr(value, 1, {HEAD_BYTES}) END"
                 " FROM Cache"
-            ).fetchall()
+            )
         disk = self._disk
+        while True:
+            # In batches: a list of every row's header at once was most of the memory
+            # an index read took (and the lock is free for other reads in between).
+            with self._lock:
+                rows = cursor.fetchmany(_BATCH)
+            if not rows:
+                return
+            yield from self._decode_heads(rows, disk)
+
+    def _decode_heads(self, rows: list[Any], disk: JsonDisk) -> Iterator[Head]:
         for rowid, key_text, raw, mode, filename, head in rows:
             if key_text in (META_KEY, GEN_KEY):
                 continue
