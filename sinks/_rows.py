@@ -31,7 +31,7 @@ log = logging.getLogger("querysync.sinks")
 HEAD_BYTES = 256
 """Bytes of a row's value read to find its etag and stale flag (its data comes after)."""
 
-_BATCH = 5000  # rows per fetch while reading the index
+_BATCH = 1000  # rows per fetch while reading the index
 
 Head = tuple[QueryKey, str | None, bool, int]
 """A row's key, etag, stale flag and generation."""
@@ -55,6 +55,9 @@ class RowReader:
         path = op.join(directory, DB_NAME)
         uri = f"file:{path}?mode=ro" if read_only else f"file:{path}"
         self._con = sqlite3.connect(uri, uri=True, timeout=timeout, check_same_thread=False)
+        # Point reads need a handful of pages and the index read streams the table once:
+        # SQLite's default 2 MiB page cache would only hold pages nobody reads again.
+        self._con.execute("PRAGMA cache_size = -256")
         self._lock = threading.Lock()
         self._disk = disk
         self._directory = directory
