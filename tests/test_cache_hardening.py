@@ -299,3 +299,37 @@ async def test_a_full_disk_is_reported_and_writes_resume_without_loss(
             entry = cache.get(("item", 199))
             assert entry is not None
             assert entry.data["i"] == 199
+
+
+async def test_settle_times_out_on_a_full_disk_and_settles_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from querysync import sync
+    from querysync.server import NodeToolServer
+
+    full = {"on": False}
+    real_write = CacheTable.write
+
+    def write(self: CacheTable, rows: object, now: float) -> None:
+        if full["on"]:
+            raise sqlite3.OperationalError("database or disk is full")
+        real_write(self, rows, now)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(CacheTable, "write", write)
+    async with NodeToolServer(ping_interval=None, stats_interval=None) as server:
+        workflow = {"name": "w", "access": "private", "graph": {"nodes": [], "edges": []}}
+        created = server.create("workflow", workflow)
+        running = await sync(
+            server.ws_url, server.api_url, tmp_path / "cache", window=0.02, mirror=True
+        )
+        try:
+            assert await running.settle(timeout=20)
+            full["on"] = True
+            server.update("workflow", created["id"], {"name": "x"})
+            assert not await running.settle(timeout=1.0)
+            assert running.cache.disk_full
+            full["on"] = False
+            assert await running.settle(timeout=20)
+            assert not running.cache.disk_full
+        finally:
+            await running.stop()
