@@ -8,20 +8,40 @@ Each figure comes with a baseline measured in the same run on the same machine:
 - ``applied_invalidations_per_s``: ``apply_invalidation`` of updates to distinct
   workflows (three entries each become stale and are written), until every write is on
   disk, against the same writes as one ``diskcache.Cache.set`` per row (one commit each).
-- ``cold_start``: opening a 100,000-entry cache (every entry loaded, trie built),
-  against reading the same rows with one ``diskcache.Cache.get`` per key.
+- ``cold_start``: opening a 100,000-entry cache and reading its key index (keys and
+  stale flags, no data), against reading the same rows with one
+  ``diskcache.Cache.get`` per key.
+- Issue 10, for 10,000 and 100,000 entries of about 1 KB (1,000,000 with
+  ``--million``), each figure from a fresh process (best of 3 for times):
+
+  - ``open``: ``QueryCache(directory)`` against plain ``diskcache.Cache`` opening the
+    same folder (target: at most 20x);
+  - ``index``: :meth:`QueryCache.load_index` (what ``sync()`` does off the loop)
+    against one SELECT of every key, each decoded (the least any key index costs);
+  - ``RSS per entry``: resident growth from before the open to after the index is
+    read, and to after every key is read once minus the memory tier's own estimate
+    (target: at most 300 B per entry beyond the tier), against the JSON bytes per entry;
+  - ``invalidate_all``: its time on a running event loop against one
+    ``diskcache.Cache.set``, and the longest stall of a 1 ms ticker meanwhile against
+    the longest stall of the same ticker over an idle second (target: at most 50 ms);
+    the same stall while ``load_index`` runs on a worker thread, as at ``sync()``'s start.
 
 As in every querysync benchmark, ``ratio`` is querysync's value divided by the
 baseline's and ``target`` says which direction is better. Run
-``python -m benchmarks.bench_cache [--small]`` from the repository root.
+``python -m benchmarks.bench_cache [--small] [--million]`` from the repository root.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from collections.abc import Callable
 from functools import partial
@@ -29,9 +49,11 @@ from pathlib import Path
 
 import diskcache
 
-from querysync import Invalidation, QueryKey, default_registry, key_matches
-from querysync.sinks import QueryCache
+from querysync import JSON, Invalidation, QueryKey, default_registry, key_matches
+from querysync.sinks import CacheEntry, QueryCache
 from querysync.sinks._disk import JsonDisk
+from querysync.sinks._entry import Record, encode_record
+from querysync.sinks._tier import DEFAULT_MEMORY_LIMIT
 from querysync.testing import change
 
 __all__ = ["run"]
@@ -150,7 +172,7 @@ def _applied_invalidations(directory: Path, resources: int) -> Figure:
 def _cold_start(directory: Path, keys: list[QueryKey]) -> Figure:
     start = time.perf_counter()
     with QueryCache(directory) as cache:
-        loaded = len(cache)
+        loaded = len(cache)  # reads the key index (no entry data)
     ours = time.perf_counter() - start
     assert loaded == len(keys)
 
@@ -164,8 +186,245 @@ def _cold_start(directory: Path, keys: list[QueryKey]) -> Figure:
     return _figure(f"cold_start ({loaded} entries)", ours, "s", baseline)
 
 
-def run(*, small: bool = False) -> list[Figure]:
-    """The figures; ``small=True`` uses 2,000 entries instead of 100,000 (for a smoke test)."""
+# Each measurement runs in a fresh interpreter, outside the checkout (whose querysync/
+# folder would shadow the installed package), and prints one JSON object.
+_CHILD = textwrap.dedent(
+    """
+    import asyncio, json, os, sys, time
+    mode, directory = sys.argv[1], sys.argv[2]
+    page = os.sysconf("SC_PAGE_SIZE")
+
+    def rss():
+        fd = os.open("/proc/self/statm", os.O_RDONLY)
+        try:
+            return int(os.read(fd, 4096).split()[1]) * page
+        finally:
+            os.close(fd)
+
+    import diskcache
+    from querysync.sinks import QueryCache
+    from querysync.sinks._disk import JsonDisk, DISKCACHE_SETTINGS
+    out = {}
+    if mode == "diskcache-open":
+        start = time.perf_counter()
+        raw = diskcache.Cache(directory, disk=JsonDisk, **DISKCACHE_SETTINGS)
+        out["seconds"] = time.perf_counter() - start
+        raw.close()
+        # The least any index costs: every key read and decoded (no headers, no trie).
+        import sqlite3
+        from querysync.sinks._entry import decode_key
+        start = time.perf_counter()
+        con = sqlite3.connect(os.path.join(directory, "cache.db"))
+        keys = [decode_key(k) for (k,) in con.execute("SELECT key FROM Cache") if k[0] == "["]
+        out["keys"] = time.perf_counter() - start
+        con.close()
+    elif mode == "open":
+        start = time.perf_counter()
+        cache = QueryCache(directory)
+        out["seconds"] = time.perf_counter() - start
+        start = time.perf_counter()
+        cache.load_index()
+        out["index"] = time.perf_counter() - start
+        out["rows_read"] = cache.stats()["rows_read"]
+        cache.close()
+    elif mode == "memory":
+        before = rss()
+        cache = QueryCache(directory)
+        cache.load_index()
+        out["after_index"] = rss() - before
+        for key in cache.keys():
+            cache.get(key)
+        stats = cache.stats()
+        out["after_reads"] = rss() - before
+        out["tier"] = stats["memory_bytes"]
+        out["entries"] = stats["entries"]
+        cache.close()
+    elif mode == "invalidate":
+        cache = QueryCache(directory)
+
+        async def measure():
+            loop = asyncio.get_running_loop()
+            stalls = []
+            stop = asyncio.Event()
+
+            async def ticker():
+                last = loop.time()
+                while not stop.is_set():
+                    await asyncio.sleep(0.001)
+                    now = loop.time()
+                    stalls.append(now - last)
+                    last = now
+
+            task = asyncio.create_task(ticker())
+            await asyncio.sleep(1.0)
+            idle = max(stalls)
+            stalls.clear()
+            # As sync() does at start: the index read on a worker thread.
+            await asyncio.to_thread(cache.load_index)
+            await asyncio.sleep(0.01)
+            out["index_stall"] = max(stalls)
+            stalls.clear()
+            start = time.perf_counter()
+            count = cache.invalidate_all()
+            elapsed = time.perf_counter() - start
+            await asyncio.sleep(0.2)
+            stop.set()
+            await task
+            return idle, max(stalls), elapsed, count
+
+        idle, stall, elapsed, count = asyncio.run(measure())
+        out.update(idle_stall=idle, stall=stall, seconds=elapsed, count=count)
+        start = time.perf_counter()
+        with diskcache.Cache(directory + "-one", disk=JsonDisk) as one:
+            one.set(("k",), b"{}")
+            begin = time.perf_counter()
+            one.set(("k",), b"{}")
+            out["one_set"] = time.perf_counter() - begin
+        cache.close()
+    print(json.dumps(out))
+    """
+)
+
+
+def _child(mode: str, directory: Path) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as cwd:
+        done = subprocess.run(
+            [sys.executable, "-c", _CHILD, mode, str(directory)],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=1800,
+            check=False,
+        )
+    if done.returncode != 0:
+        raise RuntimeError(f"bench_cache child {mode!r} failed: {done.stderr[-2000:]}")
+    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _large_cache(directory: Path, entries: int) -> int:
+    """A cache of ``entries`` rows of about 1 KB of JSON each; the bytes of JSON per entry."""
+    with QueryCache(directory) as cache:
+        cache.set(("seed",), 0)  # the tables and the meta row, as QueryCache writes them
+    now = time.time()
+    con = sqlite3.connect(directory / "cache.db")
+    size = 0
+    step = 50_000
+    try:
+        for start in range(0, entries, step):
+            rows = []
+            for i in range(start, min(entries, start + step)):
+                etag = f"{i:032x}"
+                name = f"workflow {i}"
+                data: JSON = {"id": f"w{i}", "etag": etag, "name": name, "pad": "x" * 880}
+                entry = CacheEntry(("workflow", f"w{i}"), data, f"{i:032x}", False, now)
+                value = encode_record(Record(entry, None))
+                size += len(value)
+                rows.append((f'["workflow","w{i}"]', now, now, value))
+            with con:
+                con.executemany(
+                    "INSERT INTO Cache (key, raw, store_time, expire_time, access_time,"
+                    " access_count, tag, size, mode, filename, value)"
+                    " VALUES (?, 1, ?, NULL, ?, 0, NULL, 0, 1, NULL, ?)",
+                    rows,
+                )
+    finally:
+        con.close()
+    return size // max(1, entries)
+
+
+def _best(mode: str, directory: Path, field: str, rounds: int = 3) -> float:
+    return min(_child(mode, directory)[field] for _ in range(rounds))
+
+
+def _big_cache_figures(root: Path, entries: int, rounds: int = 3) -> list[Figure]:
+    directory = root / f"big-{entries}"
+    per_entry_json = _large_cache(directory, entries)
+    label = f"{entries:,} entries of ~{per_entry_json} B"
+    ours_open = _best("open", directory, "seconds", rounds)
+    raw_open = _best("diskcache-open", directory, "seconds", rounds)
+    index = _best("open", directory, "index", rounds=1 if entries >= 1_000_000 else rounds)
+    keys_only = _best("diskcache-open", directory, "keys", rounds=1)
+    memory = _child("memory", directory)
+    count = memory["entries"]
+    # What opening costs whatever the size (SQLite's page cache, the writer thread,
+    # modules imported on first use), measured on a cache of one entry, is not per entry.
+    empty = root / "one-entry"
+    if not empty.exists():
+        _large_cache(empty, 1)
+    fixed = _child("memory", empty)
+    after_index = max(0.0, memory["after_index"] - fixed["after_index"]) / count
+    # The tier's own size is an estimate; its budget (64 MiB by default) is what bounds
+    # it, so all growth past the budget counts as "beyond the tier".
+    beyond_tier = max(0.0, memory["after_reads"] - DEFAULT_MEMORY_LIMIT) / count
+    inval = _child("invalidate", directory)
+    stall_ms, idle_ms = inval["stall"] * 1e3, max(inval["idle_stall"] * 1e3, 1e-3)
+    index_stall_ms = inval["index_stall"] * 1e3
+    shutil.rmtree(directory, ignore_errors=True)
+    return [
+        _figure(
+            f"open: QueryCache vs diskcache.Cache ({label}, fresh process)",
+            ours_open,
+            "s",
+            raw_open,
+            target="ratio <= 20",
+            met=ours_open <= 20 * raw_open,
+        ),
+        _figure(
+            f"index read (load_index, off the loop in sync) vs reading the keys alone ({label})",
+            index,
+            "s",
+            keys_only,
+        ),
+        _figure(
+            f"RSS per entry after open + index, beyond a 1-entry cache's ({label}) vs JSON",
+            after_index,
+            "B",
+            per_entry_json,
+            target="<= 300 B",
+            met=after_index <= 300,
+        ),
+        _figure(
+            f"RSS per entry after reading every key, beyond the 64 MiB tier ({label})",
+            beyond_tier,
+            "B",
+            per_entry_json,
+            target="<= 300 B",
+            met=beyond_tier <= 300,
+        ),
+        _figure(
+            f"invalidate_all ({label}) vs one diskcache.Cache.set",
+            inval["seconds"],
+            "s",
+            inval["one_set"],
+        ),
+        _figure(
+            f"longest loop stall while load_index runs on a thread ({label}) vs idle loop",
+            index_stall_ms,
+            "ms",
+            idle_ms,
+            target="<= 50 ms",
+            met=index_stall_ms <= 50,
+        ),
+        _figure(
+            f"longest loop stall during invalidate_all ({label}) vs idle loop",
+            stall_ms,
+            "ms",
+            idle_ms,
+            target="<= 50 ms",
+            met=stall_ms <= 50,
+        ),
+    ]
+
+
+def run(*, small: bool = False, million: bool | None = None) -> list[Figure]:
+    """The figures; ``small=True`` uses 2,000 entries instead of 100,000 (for a smoke test).
+
+    ``million=True`` adds the 1,000,000-entry rows of the big-cache figures (minutes);
+    by default they run when ``QUERYSYNC_BENCH_MILLION=1`` is set (``./scripts/bench``).
+    """
+    if million is None:
+        million = os.environ.get("QUERYSYNC_BENCH_MILLION") == "1"
     resources = 500 if small else 25_000
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp) / "cache"
@@ -177,12 +436,15 @@ def run(*, small: bool = False) -> list[Figure]:
             _cold_start(directory, keys),
             _applied_invalidations(fresh, resources),
         ]
+        sizes = [2_000] if small else [10_000, 100_000] + ([1_000_000] if million else [])
+        for entries in sizes:
+            figures += _big_cache_figures(Path(tmp), entries, rounds=1 if small else 3)
     return figures
 
 
 def main() -> None:
     small = "--small" in sys.argv
-    for fig in run(small=small):
+    for fig in run(small=small, million=True if "--million" in sys.argv else None):
         base = fig["baseline"]
         print(
             f"{fig['name']:<48} {fig['value']:>12.4g} {fig['unit']:<16}"

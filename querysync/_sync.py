@@ -234,24 +234,36 @@ class Sync:
         out.update({f"cache.{n}": v for n, v in cast(Mapping[str, int], stats["cache"]).items()})
         return out
 
-    async def settle(self, *, quiet: float | None = None) -> None:
+    # A timeout argument (issue 12.10) that returns False rather than raising.
+    async def settle(
+        self,
+        *,
+        quiet: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> bool:
         """Wait until no resource change or resync came for ``quiet`` seconds and the cache is idle.
 
         ``quiet`` defaults to twice the throttle window (at least 0.2 s), long enough for
         every held trailing update to come out of the throttle. Other messages (the
         server's pings and per-second ``system_stats``) do not count: they never touch
-        the cache. Bound it with ``asyncio.timeout`` when changes may never stop.
+        the cache. True once settled; False when ``timeout`` (seconds, default None: no
+        limit) passed first, as when changes never stop or a full disk holds the cache's
+        writes back (``cache.disk_full``).
         """
         window = self.pipeline.window or 0.0
         quiet = quiet if quiet is not None else max(2 * window, 0.2)
-        while True:
-            before = self._changes_seen()
-            await asyncio.sleep(quiet)
-            await self._idle()
-            # Under load a window's timer can fire later than ``quiet``: held updates
-            # are changes still to come, however quiet the feed has been.
-            if self._changes_seen() == before and self.pipeline.held() == 0:
-                return
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    before = self._changes_seen()
+                    await asyncio.sleep(quiet)
+                    await self._idle()
+                    # Under load a window's timer can fire later than ``quiet``: held
+                    # updates are changes still to come, however quiet the feed has been.
+                    if self._changes_seen() == before and self.pipeline.held() == 0:
+                        return True
+        except TimeoutError:
+            return False
 
     def _changes_seen(self) -> int:
         return self.pipeline.counts()["resource_changes"] + self.source.counts["resyncs"]
@@ -411,8 +423,9 @@ async def sync(
     owns_cache = not isinstance(cache, QueryCache)
     # The cache first: opening it is what fails on a bad directory, and a session made
     # before it would be left open.
-    # Opening reads every entry (about 1 s per 100,000): off the loop, so that a process
-    # that also serves other connections keeps answering meanwhile.
+    # Opening reads no entry, but the key index (read once, seconds at a million
+    # entries) is read here too: off the loop, so that a process that also serves
+    # other connections keeps answering meanwhile.
     # A cache opened here fetches each key at most once per throttle window too: the
     # throttle bounds updates per resource, the fetch window fetches per shared key.
     qc = (
@@ -420,6 +433,12 @@ async def sync(
         if isinstance(cache, QueryCache)
         else await asyncio.to_thread(QueryCache, cache, fetch_window=window or 0.0)
     )
+    try:
+        await asyncio.to_thread(qc.load_index)
+    except BaseException:
+        if owns_cache:
+            await qc.aclose()
+        raise
     owns_session = session is None
     http = session
     try:

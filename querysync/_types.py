@@ -49,6 +49,13 @@ class CacheStats(TypedDict, total=False):
     in_flight: int
     waiting: int
     fetch_timeouts: int
+    memory_entries: int
+    memory_bytes: int
+    evictions: int
+    rows_read: int
+    generation: int
+    disk_full: int
+    disk_full_errors: int
     queued_writes: int
     written: int
     transactions: int

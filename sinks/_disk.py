@@ -1,4 +1,4 @@
-"""The safe diskcache layer: a JSON-only Disk, a private directory, a row scan skipping bad rows.
+"""The safe diskcache layer: a JSON-only Disk, a private directory, what a scan counts as bad rows.
 
 Why refuse pickles: diskcache's default ``Disk`` pickles any key or value that is not
 a plain scalar, and on read it unpickles whatever a row's ``mode`` column says is a
@@ -16,7 +16,6 @@ import os.path as op
 import sqlite3
 import stat
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,14 +30,14 @@ from ._entry import decode_key, encode_key
 __all__ = [
     "DB_NAME",
     "DISKCACHE_SETTINGS",
+    "GEN_KEY",
     "META_KEY",
     "JsonDisk",
-    "Row",
     "ScanProblems",
     "corrupt_error",
+    "inside",
     "move_aside",
     "open_diskcache",
-    "scan_rows",
     "secure_directory",
 ]
 
@@ -50,6 +49,14 @@ META_KEY = "querysync:meta"
 
 Entry keys are JSON arrays (``["workflow","w1"]``), so no query key can collide with it.
 """
+GEN_KEY = "querysync:generation"
+"""The row holding the invalidation generation (``invalidate_all`` moves it on).
+
+A row of its own, not a member of the meta row: every transaction rewrites the meta row,
+and a process that opened before another one's ``invalidate_all`` would put the old
+generation back; this row is only ever raised.
+"""
+_SPECIAL_KEYS = (META_KEY, GEN_KEY)
 
 # Only these settings make a row's meaning independent of diskcache's defaults: no
 # eviction (the in-memory view must never disagree with the file because diskcache
@@ -74,8 +81,8 @@ class JsonDisk(diskcache.Disk):  # type: ignore[misc]
     def put(self, key: Any) -> tuple[str, bool]:
         if isinstance(key, tuple):
             return encode_key(key), True
-        if key == META_KEY:
-            return META_KEY, True
+        if key in _SPECIAL_KEYS:
+            return key, True
         raise TypeError(f"JsonDisk stores query key tuples only, not {type(key).__name__}")
 
     def get(self, key: Any, raw: Any) -> QueryKey | str:
@@ -83,8 +90,8 @@ class JsonDisk(diskcache.Disk):  # type: ignore[misc]
             raise CacheSecurityError("a row's key is pickled; refusing to unpickle it")
         if not isinstance(key, str):
             raise CacheCorruptError(f"a row's key is {type(key).__name__}, not JSON text")
-        if key == META_KEY:
-            return META_KEY
+        if key in _SPECIAL_KEYS:
+            return str(key)
         return decode_key(key)
 
     def store(self, value: Any, read: bool, key: Any = UNKNOWN) -> Any:
@@ -103,12 +110,8 @@ class JsonDisk(diskcache.Disk):  # type: ignore[misc]
             raw: bytes | str = value
         elif mode in (MODE_BINARY, MODE_TEXT):
             # A planted row could point anywhere; only files diskcache itself names
-            # (relative, inside the directory) are read.
-            if (
-                not isinstance(filename, str)
-                or op.isabs(filename)
-                or ".." in filename.split(os.sep)
-            ):
+            # (relative, inside the directory, through no symlink) are read.
+            if inside(self._directory, filename) is None:
                 raise CacheSecurityError(f"a row's value file {filename!r} is outside the cache")
             raw = super().fetch(mode, filename, value, False)
         else:
@@ -121,28 +124,128 @@ class JsonDisk(diskcache.Disk):  # type: ignore[misc]
             raise CacheCorruptError(f"a row's value is not UTF-8 text: {exc}") from exc
 
 
-def secure_directory(directory: str) -> None:
+    def filename(self, key: Any = UNKNOWN, value: Any = UNKNOWN) -> tuple[str, str]:
+        """diskcache's name for a new value file, its ``xx/yy/`` folders made private first.
+
+        Raises CacheSecurityError when one of those folders is a symlink: writing
+        through it would put a value (and later a removal) anywhere on the disk.
+        """
+        name, full_path = super().filename(key, value)
+        folder = self._directory
+        for part in op.dirname(name).split(os.sep):
+            folder = op.join(folder, part)
+            try:
+                os.mkdir(folder, 0o700)
+                os.chmod(folder, 0o700)  # mkdir applies the umask
+            except FileExistsError:
+                pass
+            if not stat.S_ISDIR(os.lstat(folder).st_mode):
+                raise CacheSecurityError(
+                    f"{folder!r} in the cache is not a plain folder (a symlink?)"
+                )
+        return name, full_path
+
+    def remove(self, file_path: Any) -> None:
+        """Remove a value file, only ever one inside the cache folder (else logged, counted).
+
+        diskcache's own removal joins whatever a row's ``filename`` says to the folder and
+        then removes the emptied parents; a planted row could name any file.
+        """
+        if inside(self._directory, file_path) is None:
+            self.unsafe_files = getattr(self, "unsafe_files", 0) + 1
+            log.error("refused to remove %r: a row names a file outside the cache", file_path)
+            return
+        super().remove(file_path)
+
+
+def inside(directory: str, filename: object) -> str | None:
+    """The full path of value file ``filename`` when it lies inside ``directory``, else None.
+
+    Inside means: a relative path with no ``..`` naming a file under ``directory``
+    through no symlink (the file itself may be missing).
+    """
+    if not isinstance(filename, str) or not filename or op.isabs(filename):
+        return None
+    parts = filename.replace("\\", "/").split("/")
+    if any(part in ("", ".", "..") for part in parts) or "\0" in filename:
+        return None
+    path = directory
+    for part in parts:
+        path = op.join(path, part)
+        try:
+            if op.islink(path):
+                return None
+        except OSError:
+            return None
+    return path
+
+
+def secure_directory(directory: str, *, create: bool = True) -> None:
     """Create ``directory`` with mode 0700, or check that an existing one is private.
 
     Raises CacheSecurityError when the directory (or its database file) is group- or
     world-writable, or (on POSIX) owned by another user: whoever can write there can
-    plant rows, and rows decide what this process loads.
+    plant rows, and rows decide what this process loads. Its parents are checked too:
+    a group- or world-writable parent without the sticky bit lets others rename the
+    cache folder away and put their own in its place. Missing folders (parents
+    included) are created 0700 whatever the umask; ``create=False`` creates nothing.
+    The database files must not be symlinks.
     """
+    directory = op.abspath(directory)
     try:
-        if not op.exists(directory):
-            os.makedirs(directory, mode=0o700, exist_ok=True)
-            # makedirs applies the umask; a cache holding API responses stays private.
-            os.chmod(directory, 0o700)
+        if create and not op.exists(directory):
+            _make_private_folders(directory)
         st = os.stat(directory)
     except OSError as exc:
         raise CacheError(f"cannot create the cache directory {directory!r}: {exc}") from exc
     if not stat.S_ISDIR(st.st_mode):
         raise CacheError(f"cache directory {directory!r} is not a directory")
     _check_private(directory, st)
+    _check_parents(directory)
     for suffix in ("", "-wal", "-shm"):
         path = op.join(directory, DB_NAME + suffix)
-        if op.exists(path):
+        if op.lexists(path):
+            if op.islink(path):
+                raise CacheSecurityError(f"{path!r} is a symlink; refusing to follow it")
             _check_private(path, os.stat(path))
+
+
+def _make_private_folders(directory: str) -> None:
+    # os.makedirs applies its mode to the last folder only (the others get 0777 minus
+    # the umask, so 0777 under umask 0): each missing folder is made here instead.
+    missing: list[str] = []
+    path = directory
+    while not op.exists(path):
+        missing.append(path)
+        parent = op.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    for path in reversed(missing):
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            continue
+        os.chmod(path, 0o700)
+
+
+def _check_parents(directory: str) -> None:
+    parent = op.dirname(directory)
+    while True:
+        try:
+            st = os.stat(parent)
+        except OSError as exc:
+            raise CacheError(f"cannot check the cache's parent folder {parent!r}: {exc}") from exc
+        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not st.st_mode & stat.S_ISVTX:
+            raise CacheSecurityError(
+                f"the cache's parent folder {parent!r} is group- or world-writable without "
+                f"the sticky bit (mode {stat.S_IMODE(st.st_mode):04o}); others could replace "
+                "the cache folder. Use a private parent (chmod 755 or 700)."
+            )
+        up = op.dirname(parent)
+        if up == parent:
+            return
+        parent = up
 
 
 def _check_private(path: str, st: os.stat_result) -> None:
@@ -188,46 +291,9 @@ def move_aside(directory: str) -> list[str]:
     return moved
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
-    """One row of the Cache table: a query key (or META_KEY) and its value's JSON text."""
-
-    key: QueryKey | str
-    text: str
-
-
 @dataclass(slots=True)
 class ScanProblems:
     """Rows a scan skipped: refused as unsafe (pickles) or unreadable (corrupt)."""
 
     unsafe: int = 0
     corrupt: int = 0
-
-
-def scan_rows(
-    directory: str, disk: JsonDisk, timeout: float, problems: ScanProblems
-) -> Iterator[Row]:
-    """Every decodable row of the cache file; bad rows are logged, counted and skipped.
-
-    diskcache's own iteration decodes keys inside a generator, so one bad row would
-    end it; this reads the table with one SELECT (a consistent snapshot under WAL)
-    and decodes each row through the same :class:`JsonDisk` the cache writes with.
-    Raises ``sqlite3.DatabaseError`` when the file itself is unreadable.
-    """
-    con = sqlite3.connect(op.join(directory, DB_NAME), timeout=timeout)
-    try:
-        cursor = con.execute("SELECT rowid, key, raw, mode, filename, value FROM Cache")
-        for rowid, key, raw, mode, filename, value in cursor:
-            try:
-                decoded = disk.get(key, raw)
-                text = disk.fetch(mode, filename, value, False)
-            except CacheSecurityError as exc:
-                problems.unsafe += 1
-                log.error("cache row %d refused and skipped: %s", rowid, exc)
-            except (CacheCorruptError, OSError) as exc:
-                problems.corrupt += 1
-                log.error("cache row %d unreadable and skipped: %s", rowid, exc)
-            else:
-                yield Row(decoded, text)
-    finally:
-        con.close()

@@ -17,6 +17,7 @@ __all__ = [
     "CacheEntry",
     "Record",
     "as_query_key",
+    "decode_head",
     "decode_key",
     "decode_record",
     "encode_data",
@@ -61,19 +62,39 @@ class Record:
 
     ``data_json`` is ``None`` for entries loaded from disk until they are first
     re-written; it is then computed from ``entry.data`` (which came from JSON).
+    ``gen`` is the cache's invalidation generation when the entry was stored: once
+    ``invalidate_all`` has moved the generation past it, the entry reads as stale
+    without its row being rewritten (0 for rows written before generations existed).
     """
 
-    __slots__ = ("data_json", "entry")
+    __slots__ = ("data_json", "entry", "gen")
 
-    def __init__(self, entry: CacheEntry, data_json: str | None) -> None:
+    def __init__(self, entry: CacheEntry, data_json: str | None, gen: int = 0) -> None:
         self.entry = entry
         self.data_json = data_json
+        self.gen = gen
 
     def with_stale(self) -> Record:
         """The same entry marked stale (dataclasses.replace is slow for a hot path)."""
         e = self.entry
         entry = CacheEntry(e.key, e.data, e.etag, True, e.updated_at, e.error)
-        return Record(entry, self.data_json)
+        return Record(entry, self.data_json, self.gen)
+
+    def with_error(self, error: str) -> Record:
+        """The same entry marked stale with the message of a failed fetch."""
+        e = self.entry
+        entry = CacheEntry(e.key, e.data, e.etag, True, e.updated_at, error)
+        return Record(entry, self.data_json, self.gen)
+
+    def seen_at(self, generation: int) -> Record:
+        """This record as it reads when the cache's generation is ``generation``."""
+        if self.gen < generation and not self.entry.stale:
+            return self.with_stale()
+        return self
+
+    def size(self) -> int:
+        """Bytes this record holds in memory, estimated (parsed JSON is ~5x its text)."""
+        return 200 + 6 * len(self.json())
 
     def json(self) -> str:
         """The data as JSON text, computed once."""
@@ -169,7 +190,7 @@ def encode_record(record: Record) -> bytes:
     stale = "true" if e.stale else "false"
     return (
         f'{{"etag":{etag},"stale":{stale},"updated_at":{at},"error":{error},'
-        f'"data":{record.json()}}}'
+        f'"gen":{int(record.gen)},"data":{record.json()}}}'
     ).encode()
 
 
@@ -193,8 +214,42 @@ def decode_record(key: QueryKey, text: str) -> Record:
         or not (error is None or isinstance(error, str))
     ):
         raise CacheCorruptError(f"row {key!r} has fields of the wrong type")
+    gen = doc.get("gen", 0)
+    if not isinstance(gen, int) or isinstance(gen, bool):
+        raise CacheCorruptError(f"row {key!r} has a generation of the wrong type")
     entry = CacheEntry(key, data, etag, stale, float(updated_at), error)
-    return Record(entry, data_json)
+    return Record(entry, data_json, gen)
+
+
+def decode_head(key: QueryKey, text: str) -> tuple[str | None, bool, int]:
+    """A stored document's ``(etag, stale, gen)``, reading its data as little as possible.
+
+    ``text`` may be the document's first bytes only (as long as they reach the
+    ``"data"`` member); the data itself is never parsed. CacheCorruptError when the
+    fields cannot be read from it.
+    """
+    cut = text.find(_DATA_MEMBER)
+    try:
+        head = parse_json(text[:cut] + "}") if cut > 0 else None
+    except ValueError:
+        head = None
+    if not isinstance(head, dict) or "data" in head:
+        # The data came first, or a planted document: read it whole.
+        try:
+            head = _split(text)[0]
+        except ValueError as exc:
+            raise CacheCorruptError(f"row {key!r} does not hold JSON: {exc}") from exc
+    if not isinstance(head, dict):
+        raise CacheCorruptError(f"row {key!r} does not hold an entry document")
+    etag, stale, gen = head.get("etag"), head.get("stale"), head.get("gen", 0)
+    if (
+        not (etag is None or isinstance(etag, str))
+        or not isinstance(stale, bool)
+        or not isinstance(gen, int)
+        or isinstance(gen, bool)
+    ):
+        raise CacheCorruptError(f"row {key!r} has fields of the wrong type")
+    return etag, stale, gen
 
 
 def parse_json(text: str) -> Any:

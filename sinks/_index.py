@@ -11,12 +11,15 @@ __all__ = ["KeyTrie"]
 
 
 class _Node:
-    __slots__ = ("children", "key")
+    __slots__ = ("children", "key", "mark")
 
     def __init__(self) -> None:
         # Leaves are most nodes; they get a dict only when a longer key passes through.
         self.children: dict[Any, _Node] | None = None
         self.key: QueryKey | None = None
+        # What the owner keeps per key (the cache: the generation an entry is fresh at,
+        # or -1 when stale). A small int: CPython shares those, so it costs one slot.
+        self.mark = 0
 
 
 class KeyTrie:
@@ -45,8 +48,8 @@ class KeyTrie:
     def __iter__(self) -> Iterator[QueryKey]:
         return iter(self.matching(()))
 
-    def add(self, key: QueryKey) -> bool:
-        """Add ``key``; True when it was not there yet."""
+    def add(self, key: QueryKey, mark: int = 0) -> bool:
+        """Add ``key`` (or set its mark); True when it was not there yet."""
         node = self._root
         for part in key:
             if node.children is None:
@@ -55,11 +58,37 @@ class KeyTrie:
             if child is None:
                 child = node.children[part] = _Node()
             node = child
+        node.mark = mark
         if node.key is not None:
             return False
         node.key = key
         self._size += 1
         return True
+
+    def mark_of(self, key: QueryKey) -> int | None:
+        """The mark of ``key``; None when the key is not in the set."""
+        node = self._find(key)
+        return None if node is None or node.key is None else node.mark
+
+    def set_mark(self, key: QueryKey, mark: int) -> int | None:
+        """Set the mark of ``key`` when it is in the set; its previous mark (None: absent)."""
+        node = self._find(key)
+        if node is None or node.key is None:
+            return None
+        old, node.mark = node.mark, mark
+        return old
+
+    def count_marked(self, mark: int) -> int:
+        """How many keys carry ``mark`` (a walk of the whole set)."""
+        count = 0
+        stack = [self._root]
+        while stack:
+            n = stack.pop()
+            if n.key is not None and n.mark == mark:
+                count += 1
+            if n.children:
+                stack.extend(n.children.values())
+        return count
 
     def discard(self, key: QueryKey) -> bool:
         """Remove ``key`` and prune the branch it leaves empty; True when it was there."""

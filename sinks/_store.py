@@ -12,7 +12,10 @@ statements (:class:`CacheTable`) rather than three per row.
 
 from __future__ import annotations
 
+import errno
+import json
 import logging
+import os.path as op
 import sqlite3
 import threading
 import time
@@ -25,11 +28,11 @@ import diskcache
 from querysync._exceptions import ConfigurationError
 from querysync._keys import QueryKey
 
-from ._disk import META_KEY
-from ._entry import Record, encode_data, encode_record
+from ._disk import DB_NAME, GEN_KEY, META_KEY
+from ._entry import Record, decode_record, encode_data, encode_record
 from ._table import CacheTable, RowOp
 
-__all__ = ["DELETE", "FORMAT", "CommitHook", "EntryStore", "Op"]
+__all__ = ["DELETE", "FORMAT", "CommitHook", "EntryStore", "Mark", "Op", "ReadOnlyStore"]
 
 log = logging.getLogger("querysync.sinks")
 
@@ -43,10 +46,35 @@ class _Delete:
         return "DELETE"
 
 
+class Mark:
+    """The queued operation that marks a key's stored row stale (and records a fetch error).
+
+    Queued when the entry's data is not in memory: the writer reads the row, flips its
+    flag and writes it back, so the event loop never reads a row to invalidate it.
+    ``error`` None keeps the stored error.
+    """
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: str | None = None) -> None:
+        self.error = error
+
+    def apply(self, record: Record) -> Record:
+        """``record`` with this mark applied."""
+        return record.with_stale() if self.error is None else record.with_error(self.error)
+
+    def then(self, newer: Mark) -> Mark:
+        """This mark followed by ``newer``, as one."""
+        return newer if newer.error is not None or self.error is None else Mark(self.error)
+
+    def __repr__(self) -> str:
+        return f"Mark({self.error!r})"
+
+
 DELETE: Final = _Delete()
 FORMAT: Final = 1
 """Version of the row layout; a cache written with another one is discarded at open."""
-Op = Record | _Delete
+Op = Record | _Delete | Mark
 CommitHook = Callable[[Sequence[QueryKey]], None]
 
 _FIRST_BACKOFF = 0.05  # seconds before retrying a failed transaction, doubling
@@ -82,7 +110,11 @@ class EntryStore:
         self._batch_size = batch_size
         self._cond = threading.Condition()
         self._pending: dict[QueryKey, Op] = {}
+        self._inflight: dict[QueryKey, Op] = {}
+        self._generation: int | None = None  # to be written, when the direct write failed
         self._writing = 0
+        self.disk_full = False
+        """True from a write that failed for want of space until a write succeeds again."""
         self._closing = False
         self._idle_callbacks: list[Callable[[], None]] = []
         self.counts: Counter[str] = Counter()
@@ -110,12 +142,76 @@ class EntryStore:
         """Queue removing the rows of several keys."""
         self._queue_many([(key, DELETE) for key in keys])
 
+    def mark_many(self, keys: Iterable[QueryKey], error: str | None = None) -> None:
+        """Queue marking the stored rows of several keys stale (rows that exist by then)."""
+        mark = Mark(error)
+        self._queue_many([(key, mark) for key in keys])
+
+    def lookup(self, key: QueryKey) -> Op | None:
+        """The newest operation on ``key`` not yet committed, None when there is none."""
+        with self._cond:
+            op = self._pending.get(key)
+            return op if op is not None else self._inflight.get(key)
+
     def _queue_many(self, ops: list[tuple[QueryKey, Op]]) -> None:
         with self._cond:
             if self._closing:
                 raise RuntimeError("the entry store is closed")
-            self._pending.update(ops)
+            pending = self._pending
+            for key, op in ops:
+                if isinstance(op, Mark):
+                    # A mark applies to whatever is queued before it: the queued record
+                    # itself becomes stale; a queued removal stays a removal.
+                    queued = pending.get(key)
+                    if isinstance(queued, Record):
+                        op = op.apply(queued)
+                    elif isinstance(queued, Mark):
+                        op = queued.then(op)
+                    elif queued is DELETE:
+                        continue
+                pending[key] = op
             self._cond.notify()
+
+    def write_generation_now(self, generation: int) -> None:
+        """Store the invalidation generation at once (at least ``generation``), off the queue.
+
+        One row in one short transaction on the calling thread, so that a crash right
+        after ``invalidate_all`` still finds every entry stale at the next open. When the
+        lock is busy (another process writing) it goes with the writer's next batch.
+        """
+        try:
+            con = sqlite3.connect(
+                op.join(self._cache.directory, DB_NAME), timeout=0.02, isolation_level=None
+            )
+            try:
+                con.execute("BEGIN IMMEDIATE")
+                try:
+                    row = con.execute(
+                        "SELECT value FROM Cache WHERE key = ? AND raw = 1", (GEN_KEY,)
+                    ).fetchone()
+                    stored = _stored_generation(row[0] if row else None)
+                    value = _generation_value(max(stored, generation))
+                    now = time.time()
+                    con.execute(
+                        "INSERT INTO Cache(key, raw, store_time, expire_time, access_time,"
+                        " access_count, tag, size, mode, filename, value)"
+                        " VALUES (?, 1, ?, NULL, ?, 0, NULL, 0, 1, NULL, ?)"
+                        " ON CONFLICT(key, raw) DO UPDATE SET value = excluded.value,"
+                        " store_time = excluded.store_time, access_time = excluded.access_time",
+                        (GEN_KEY, now, now, value),
+                    )
+                    con.execute("COMMIT")
+                except BaseException:
+                    if con.in_transaction:
+                        con.execute("ROLLBACK")
+                    raise
+            finally:
+                con.close()
+        except (sqlite3.Error, OSError) as exc:
+            log.warning("invalidation generation queued (direct write failed: %s)", exc)
+            with self._cond:
+                self._generation = max(self._generation or 0, generation)
+                self._cond.notify()
 
     @property
     def queued(self) -> int:
@@ -170,16 +266,23 @@ class EntryStore:
         try:
             while True:
                 with self._cond:
-                    while not self._pending and not self._closing:
+                    while not self._pending and self._generation is None and not self._closing:
                         self._cond.wait()
-                    if not self._pending:
+                    if not self._pending and self._generation is None:
                         return
                     batch = self._pending
                     self._pending = {}
+                    self._inflight = batch
                     self._writing = len(batch)
-                left = self._write(batch)
+                    generation, self._generation = self._generation, None
+                left, generation_failed = self._write(batch, generation)
                 with self._cond:
+                    self._inflight = {}
                     self._writing = 0
+                    if generation_failed:
+                        assert generation is not None
+                        self._generation = max(self._generation or 0, generation)
+                        failures += not left  # counted below otherwise
                     if left:
                         failures += 1
                         if self._closing and failures >= _ATTEMPTS_WHEN_CLOSING:
@@ -194,7 +297,7 @@ class EntryStore:
                     callbacks = self._take_idle_callbacks()
                     self._cond.notify_all()
                 self._call(callbacks)
-                if left:
+                if left or generation_failed:
                     delay = min(_FIRST_BACKOFF * 2 ** (failures - 1), _MAX_BACKOFF)
                     with self._cond:
                         self._cond.wait_for(lambda: self._closing, delay)
@@ -205,26 +308,35 @@ class EntryStore:
             self._call(callbacks)
             self._table.close()  # its connection belongs to this thread
 
-    def _write(self, batch: dict[QueryKey, Op]) -> dict[QueryKey, Op]:
-        """Write ``batch`` in transactions; the operations that could not be written."""
+    def _write(
+        self, batch: dict[QueryKey, Op], generation: int | None = None
+    ) -> tuple[dict[QueryKey, Op], bool]:
+        """Write ``batch`` in transactions; the operations that could not be written, and
+        whether ``generation`` (written with the first transaction) failed with them."""
         items = list(batch.items())
-        for start in range(0, len(items), self._batch_size):
+        for start in range(0, max(len(items), 1), self._batch_size):
             chunk = items[start : start + self._batch_size]
-            rows: list[RowOp] = [
-                (key, encode_record(op) if isinstance(op, Record) else None) for key, op in chunk
-            ]
-            now = time.time()
-            rows.append((META_KEY, self._meta(now)))
             try:
+                rows: list[RowOp] = []
+                for key, op in chunk:
+                    value = self._row(key, op)
+                    if value is not _SKIP:
+                        rows.append((key, value))  # type: ignore[arg-type]
+                now = time.time()
+                rows.append((META_KEY, self._meta(now)))
+                if generation is not None and start == 0:
+                    rows.append((GEN_KEY, _generation_value(generation)))
                 self._table.write(rows, now)
             except (sqlite3.Error, OSError) as exc:
-                self.counts["write_errors"] += 1
-                log.warning("cache write of %d rows failed, will retry: %s", len(chunk), exc)
-                return dict(items[start:])
+                self._failed(exc, len(chunk))
+                return dict(items[start:]), generation is not None and start == 0
             except Exception:
                 self.counts["write_errors"] += 1
                 log.exception("cache write of %d rows failed, will retry", len(chunk))
-                return dict(items[start:])
+                return dict(items[start:]), generation is not None and start == 0
+            if self.disk_full:
+                self.disk_full = False
+                log.warning("cache writes resumed: the disk has space again")
             self.counts["transactions"] += 1
             self.counts["written"] += len(chunk)
             if self._on_commit is not None:
@@ -233,7 +345,37 @@ class EntryStore:
                 self._committed([key for key, _ in chunk])
             with self._cond:
                 self._writing -= len(chunk)
-        return {}
+        return {}, False
+
+    def _row(self, key: QueryKey, op: Op) -> object:
+        """The bytes to write for ``op`` (None: delete; _SKIP: nothing to write)."""
+        if isinstance(op, Record):
+            return encode_record(op)
+        if isinstance(op, Mark):
+            text = self._table.read(key)
+            if text is None:
+                return _SKIP  # removed meanwhile (or never written): nothing to mark
+            try:
+                return encode_record(op.apply(decode_record(key, text)))
+            except Exception as exc:  # a corrupt or refused row: leave it to the readers
+                log.error("cache row %r not marked stale: %s", key, exc)
+                return _SKIP
+        return None
+
+    def _failed(self, exc: BaseException, rows: int) -> None:
+        self.counts["write_errors"] += 1
+        if _is_disk_full(exc):
+            self.counts["disk_full_errors"] += 1
+            if not self.disk_full:
+                self.disk_full = True
+                log.error(
+                    "cache disk full: %d rows wait in memory and are written when space "
+                    "comes back (%s)",
+                    rows,
+                    exc,
+                )
+            return
+        log.warning("cache write of %d rows failed, will retry: %s", rows, exc)
 
     def _committed(self, keys: list[QueryKey]) -> None:
         assert self._on_commit is not None
@@ -248,7 +390,7 @@ class EntryStore:
         return encode_data({"format": FORMAT, "buster": self._buster, "written_at": now}).encode()
 
     def _take_idle_callbacks(self) -> list[Callable[[], None]]:
-        if self._pending or self._writing:
+        if self._pending or self._writing or self._generation is not None:
             return []
         callbacks, self._idle_callbacks = self._idle_callbacks, []
         return callbacks
@@ -260,3 +402,52 @@ class EntryStore:
                 callback()
             except Exception:
                 log.exception("cache idle callback raised")
+
+
+_SKIP: Final = object()
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code == sqlite3.SQLITE_FULL or "full" in str(exc).lower()
+
+
+def _generation_value(generation: int) -> bytes:
+    return encode_data({"generation": generation}).encode()
+
+
+def _stored_generation(value: object) -> int:
+    if isinstance(value, bytes | str):
+        try:
+            doc = json.loads(value)
+        except ValueError:
+            return 0
+        gen = doc.get("generation") if isinstance(doc, dict) else None
+        if isinstance(gen, int) and not isinstance(gen, bool):
+            return gen
+    return 0
+
+
+class ReadOnlyStore:
+    """The store of a cache opened read-only: nothing is ever queued or written."""
+
+    disk_full = False
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+
+    queued = 0
+
+    def lookup(self, key: QueryKey) -> Op | None:
+        return None
+
+    def flush(self, timeout: float | None = None) -> bool:
+        return True
+
+    def when_idle(self, callback: Callable[[], None]) -> None:
+        callback()
+
+    def close(self) -> None:
+        pass

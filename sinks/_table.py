@@ -40,7 +40,7 @@ import diskcache
 
 from querysync._keys import QueryKey
 
-from ._disk import DB_NAME, META_KEY, JsonDisk
+from ._disk import DB_NAME, JsonDisk
 from ._entry import encode_key
 
 __all__ = ["CacheTable", "RowOp", "WalCheckpointer"]
@@ -48,7 +48,7 @@ __all__ = ["CacheTable", "RowOp", "WalCheckpointer"]
 log = logging.getLogger("querysync.sinks")
 
 RowOp = tuple[QueryKey | str, bytes | None]
-"""One row to write: its key (a query key, or META_KEY) and its JSON bytes (None: delete)."""
+"""One row to write: its key (a query key, or a special row's name), its JSON (None: delete)."""
 
 _COLUMNS = (
     "key, raw, store_time, expire_time, access_time, access_count, tag, size, mode, filename,"
@@ -109,7 +109,7 @@ class CacheTable:
         deletes: list[str] = []
         large: list[tuple[str, QueryKey | str, bytes]] = []
         for key, value in rows:
-            db_key = key if key == META_KEY else encode_key(key)  # type: ignore[arg-type]
+            db_key = key if isinstance(key, str) else encode_key(key)
             if value is None:
                 deletes.append(db_key)
             elif len(value) < self._min_file_size:
@@ -125,6 +125,18 @@ class CacheTable:
         ):
             self._write_in_transaction(con, small, deletes, large, now)
         self._checkpointer.written()
+
+    def read(self, key: QueryKey | str) -> str | None:
+        """The stored JSON text of ``key``'s row, None when there is none (raises when refused)."""
+        db_key = key if isinstance(key, str) else encode_key(key)
+        row = self._connection().execute(
+            "SELECT mode, filename, value FROM Cache WHERE key = ? AND raw = 1", (db_key,)
+        ).fetchone()
+        if row is None:
+            return None
+        text = self._disk.fetch(row[0], row[1], row[2], False)
+        assert isinstance(text, str)
+        return text
 
     def close(self) -> None:
         """Close the connection (from the thread that used it) and stop checkpointing.
@@ -198,6 +210,8 @@ class CacheTable:
         return max(1, (con.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) - 1) // 2)
 
     def _replaced_files(self, con: sqlite3.Connection, keys: list[str]) -> list[str]:
+        """The value files of these keys' rows (only ever removed through JsonDisk.remove,
+        which refuses a file outside the folder that a planted row may name)."""
         found: list[str] = []
         step = 2 * self._max_rows(con)
         for start in range(0, len(keys), step):

@@ -22,6 +22,13 @@ def test_bench_cache_small_run_reports_positive_figures() -> None:
         "invalidate_one_resource",
         "cold_start",
         "applied_invalidations_per_s",
+        "open:",
+        "index",
+        "RSS",
+        "RSS",
+        "invalidate_all",
+        "longest",
+        "longest",
     ]
     for fig in figures:
         assert set(fig) == {"name", "value", "unit", "baseline", "ratio", "target", "met"}
@@ -29,5 +36,8 @@ def test_bench_cache_small_run_reports_positive_figures() -> None:
             number = fig[field]
             assert isinstance(number, float)
             assert math.isfinite(number)
-            assert number > 0
+            # Memory past the tier's budget can be none at all; everything else is positive.
+            assert number > 0 or (field != "baseline" and str(fig["name"]).startswith("RSS"))
+        if fig["met"] is not None:
+            assert fig["target"] is not None
         assert fig["target"] is None or isinstance(fig["target"], str)

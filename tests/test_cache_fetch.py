@@ -436,12 +436,16 @@ async def test_a_fetched_body_is_kept_as_sent_and_its_data_is_not_copied(
         assert entry.data is fetched.data
         assert entry.etag == "e1"
         # The row holds the server's text, spacing included, not a re-encoding.
-        assert cache._records[W1].json() is text
+        held = cache._tier.get(W1)
+        assert held is not None
+        assert held.json() is text
     with QueryCache(tmp_path / "c") as reopened:
         again = reopened.get(W1)
         assert again is not None
         assert again.data == fetched.data
-        assert reopened._records[W1].json() == text
+        read = reopened._tier.get(W1)  # the row read by get(), now held in memory
+        assert read is not None
+        assert read.json() == text
 
 
 async def test_plain_data_from_a_fetcher_is_copied_once(cache: QueryCache) -> None:

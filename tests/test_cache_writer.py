@@ -363,6 +363,7 @@ def test_a_record_reads_back_as_written(
         "stale": stale,
         "updated_at": updated_at,
         "error": error,
+        "gen": 0,
         "data": data,
     }
     assert decode_record(key, text).entry == CacheEntry(

@@ -256,7 +256,7 @@ async def test_the_sync_command_follows_a_rotating_token_file(tmp_path: Path) ->
             last, quiet_since = -1, 0.0
             loop = asyncio.get_running_loop()
             async with asyncio.timeout(START):
-                while loop.time() - quiet_since < 0.3:
+                while loop.time() - quiet_since < 0.6:
                     if server.counts["rest_requests"] != last or server.connections != 1:
                         last, quiet_since = server.counts["rest_requests"], loop.time()
                     await asyncio.sleep(0.02)

@@ -251,6 +251,12 @@ def _parser() -> _Parser:
         help="list only the entries under this key prefix (words or a JSON array)",
     )
     insp.add_argument("--json", action="store_true", help="one JSON object per line")
+    insp.add_argument(
+        "--buster",
+        default="",
+        help="the buster your code opens the cache with: inspect says whether it would "
+        "discard what is stored (inspect itself never changes the cache)",
+    )
     add_mirror_options(
         _sub(
             sub,

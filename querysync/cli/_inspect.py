@@ -51,12 +51,24 @@ def run_inspect(args: argparse.Namespace) -> int:
         print(f"querysync inspect: no querysync cache in {args.directory}", file=sys.stderr)
         return 1
     now = time.time()
-    with QueryCache(args.directory) as cache:
+    # Read-only: inspecting must never discard or rewrite anything (a cache written
+    # with another buster used to be discarded by opening it here).
+    buster = getattr(args, "buster", "")
+    with QueryCache(args.directory, buster=buster, read_only=True) as cache:
         if key:
             found = cache.get(key)
             entries = [found] if found is not None else []
         else:
             entries = [e for e in (cache.get(k) for k in sorted(cache.keys(prefix), key=repr)) if e]
+        stored = f"buster {cache.stored_buster!r}"
+        if cache.written_at is not None:
+            stored += f", written {now - cache.written_at:.0f} s ago"
+        if cache.discard_reason is not None:
+            print(
+                f"querysync inspect: {stored}; a QueryCache opened with buster "
+                f"{buster!r} would discard it ({cache.discard_reason})",
+                file=sys.stderr,
+            )
     if key:
         if not entries:
             print(f"querysync inspect: no entry for {json.dumps(list(key))}", file=sys.stderr)
