@@ -937,10 +937,13 @@ class QueryCache:
             watch = self._watches.get(key)
             if watch is not None:
                 watch.seen = None
-            self._publish("removed", key, update=update)
         if matched:
             assert isinstance(self._store, EntryStore)
+            # Queued before anyone hears of the removal: until then a write still queued
+            # for the key would answer get() with the entry being removed.
             self._store.delete_many(matched)
+        for key in matched:
+            self._publish("removed", key, update=update)
         for key in self._live.matching(prefix, exact=exact):
             self._scheduler.removed(key)
         return len(matched)

@@ -333,6 +333,30 @@ async def test_writes_wait_for_a_locked_database_off_the_loop(tmp_path: Path) ->
     assert all(rows[f'["k",{i}]']["stale"] is True for i in range(50))
 
 
+def test_a_removed_event_never_sees_the_entry_through_a_queued_write(tmp_path: Path) -> None:
+    """Subscribers of "removed" (the NATS publisher reads get() there) see no entry.
+
+    The write lock is held elsewhere so that the key's set() stays queued: a removal
+    that published before queueing its delete answered get() from that queued write,
+    and the shared bucket kept a deleted workflow for good.
+    """
+    with QueryCache(tmp_path / "c", timeout=0.05) as cache:
+        locker = sqlite3.connect(tmp_path / "c" / "cache.db", isolation_level=None)
+        locker.execute("BEGIN IMMEDIATE")
+        seen: list[object] = []
+        try:
+            cache.set(("workflow", "w1"), {"id": "w1"})
+            cache.events().subscribe(
+                lambda e: seen.append(cache.get(e.key)) if e.kind == "removed" else None
+            )
+            assert cache.remove(("workflow", "w1")) == 1
+        finally:
+            locker.execute("ROLLBACK")
+            locker.close()
+        assert seen == [None]
+        assert cache.get(("workflow", "w1")) is None
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [
