@@ -116,6 +116,11 @@ class Publisher:
     def _on_event(self, event: CacheEvent) -> None:
         if event.kind not in _CHANGING or self._cache is None:
             return
+        if not event.key:
+            # invalidate_all() (a resync) is one event for every key: rewriting each entry
+            # only to flip its stale flag would read the whole cache on the loop. The
+            # refetches that follow publish each key's new state.
+            return
         self._pending[event.key] = self._cache.get(event.key)
         self._wake.set()
 
