@@ -151,6 +151,9 @@ class FetchScheduler:
         self.timeouts = 0
         """Attempts cancelled because they ran longer than the timeout."""
         self._flights: dict[QueryKey, _Flight] = {}
+        # Tasks stopped by cancel_key and not yet unwound: no longer flights of their
+        # key, still awaited by wait() and cancel() so none outlives the cache.
+        self._stopping: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._semaphore: asyncio.Semaphore | None = None
 
@@ -252,19 +255,23 @@ class FetchScheduler:
         flight.cancelled = True
         flight.again = False
         self._unregister(key, flight)
-        if flight.task is not None:
-            flight.task.cancel()
+        task = flight.task
+        if task is not None and not task.done():
+            task.cancel()
+            self._stopping.add(task)
+            task.add_done_callback(self._stopping.discard)
         return True
 
     async def wait(self) -> None:
         """Return once no fetch runs (including fetches that start while waiting)."""
-        while self._flights:
+        while self._flights or self._stopping:
             tasks = [f.task for f in self._flights.values() if f.task is not None]
-            await asyncio.wait(tasks)
+            await asyncio.wait([*tasks, *self._stopping])
 
     def cancel(self) -> list[asyncio.Task[None]]:
         """Cancel every running fetch (from any thread); the tasks, to await on their loop."""
         tasks = [f.task for f in self._flights.values() if f.task is not None]
+        tasks += self._stopping
         try:
             here: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
