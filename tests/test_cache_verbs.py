@@ -392,3 +392,22 @@ async def test_status_is_derived_for_healthy_keys(tmp_path: Path) -> None:
         assert status.has_data
         assert status.fetched_at is not None
         assert status.error is None
+
+
+async def test_an_invalidation_right_after_a_cancel_fetches_afresh(tmp_path: Path) -> None:
+    server = Server()
+    async with QueryCache(tmp_path / "c") as cache:
+        cache.register_fetcher((), server)
+        cache.set(A, {"v": 0})
+        server.hang.add(A)
+        cache.invalidate(A, refetch="all")
+        await spin()
+        assert server.running == 1
+        assert cache.cancel(A) == 1
+        # Before the cancelled task has even unwound: this must not join it.
+        server.hang.clear()
+        server.write(A)
+        cache.invalidate(A, refetch="all")
+        assert await cache.wait_idle(5)
+        assert value(cache, A) == (1, False)
+        assert server.count(A) == 2
