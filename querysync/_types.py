@@ -42,6 +42,7 @@ class CacheStats(TypedDict, total=False):
     fetch_failed: int
     fetch_gone: int
     fetch_discarded: int
+    fetch_cancelled: int  # fetches stopped by QueryCache.cancel
     # what is, and the writer's and loader's counts
     entries: int
     stale: int

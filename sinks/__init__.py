@@ -26,6 +26,7 @@ from ._jsonl import JsonlRecorder, to_jsonl
 from ._reader import CacheReader
 from ._shared_cache import SharedCache
 from ._shared_conn import ShareConfig
+from ._status import QueryStatus
 
 __all__ = [
     "CacheEntry",
@@ -35,6 +36,7 @@ __all__ = [
     "Fetch",
     "JsonlRecorder",
     "QueryCache",
+    "QueryStatus",
     "RefetchType",
     "ShareConfig",
     "SharedCache",

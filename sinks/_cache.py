@@ -11,10 +11,10 @@ import sys
 import time
 import weakref
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from collections.abc import Set as AbstractSet
 from functools import partial
-from typing import Any, Final, Literal, cast
+from typing import Any, Final, Literal, cast, overload
 
 import reactivex
 from reactivex import Observable, abc
@@ -33,6 +33,7 @@ from ._fetch import Fetch, FetcherTable, FetchScheduler, RetryPolicy
 from ._index import KeyTrie
 from ._load import bulk_allocation, open_cache
 from ._rows import RowReader
+from ._status import Failures, QueryStatus
 from ._store import DELETE, CommitHook, EntryStore, Mark, ReadOnlyStore
 from ._tier import DEFAULT_MEMORY_LIMIT, MemoryTier
 from ._window import FetchWindows
@@ -228,6 +229,7 @@ class QueryCache:
         self._watches: dict[QueryKey, _Watch] = {}
         self._events: Broadcast[CacheEvent] = Broadcast(self._counts)
         self._fetchers = FetcherTable()
+        self._failures = Failures()
         self._scheduler = FetchScheduler(
             _Host(self), policy, concurrency, windows, fetch_timeout
         )
@@ -456,18 +458,38 @@ class QueryCache:
 
     # -- writing -------------------------------------------------------------------
 
+    @overload
+    def set(
+        self, key: KeyLike, data: Callable[[JSON], Any], *, etag: str | None = None
+    ) -> CacheEntry: ...
+
+    @overload
+    def set(self, key: KeyLike, data: Any, *, etag: str | None = None) -> CacheEntry: ...
+
     def set(self, key: KeyLike, data: Any, *, etag: str | None = None) -> CacheEntry:
         """Store ``data`` (JSON) as the fresh entry of ``key``; the new entry.
+
+        ``data`` may also be an updater, as TanStack Query's ``setQueryData``: a function
+        called with the current data (None when the key has no entry; stale data too)
+        whose result is stored. It gets a copy: changing it in place, then raising,
+        leaves the entry as it was. An exception it raises reaches the caller and stores
+        nothing. (JSON is never callable, so a callable is always an updater.)
 
         ``etag`` defaults to ``data["etag"]`` when data is a mapping holding a string
         there. The data is copied through JSON: later changes to the caller's object do
         not reach the cache, and what ``get`` returns is what a reopen would load.
-        Raises TypeError when data is not JSON (NaN and infinities included).
+        Raises TypeError when data is not JSON (NaN and infinities included). A set
+        counts as a success: the key's failure count and error are cleared.
+        An entry not held in memory is read from disk for an updater, on this thread.
         """
         self._check_writable()
         k = as_query_key(key)
+        if callable(data):
+            old = self._current(k)
+            data = data(None if old is None else parse_json(old.json()))
         record = _record(k, data, etag)
         self._commit(record)
+        self._failures.clear(k)
         self._publish("set", k)
         return record.entry
 
@@ -607,8 +629,9 @@ class QueryCache:
         k = as_query_key(key)
         task = self._start_fetch(k, required=True)
         assert task is not None
-        # shield: a caller that gives up must not cancel a fetch others share.
-        await asyncio.shield(task)
+        # asyncio.wait, not the task itself: a caller that gives up must not cancel a
+        # fetch others share, and a fetch stopped by cancel() is no error of the caller's.
+        await asyncio.wait((task,))
         return await self.aget(k)
 
     def prefetch(self, key: KeyLike) -> None:
@@ -622,6 +645,75 @@ class QueryCache:
         if mark == self._gen:  # fresh; unknown (index not read yet) just fetches
             return
         self._start_fetch(k, required=True)
+
+    async def refetch(self, prefix: KeyLike = (), *, exact: bool = False) -> int:
+        """Fetch again now every key under ``prefix`` that has a fetcher; how many.
+
+        TanStack Query's ``refetchQueries``: the keys are those with an entry and
+        those being fetched or watched, stale or fresh alike; ``exact=True`` takes the
+        key alone. A key being fetched is fetched once more after that fetch (its
+        result might predate the call); one fetched inside its ``fetch_window`` gets
+        the window's trailing fetch; at most ``concurrency`` fetcher calls run at once.
+        Returns once every one of those fetches has ended (stored, failed or
+        cancelled); cancelling the caller does not cancel them. Without a fetcher for
+        any of them, it returns 0 at once. Reads the index (see :meth:`load_index`).
+        """
+        self._check_writable()
+        k = as_query_key(prefix, allow_empty=True)
+        keys = set(self._index_now().matching(k, exact=exact))
+        keys.update(self._live.matching(k, exact=exact))
+        tasks: set[asyncio.Task[None]] = set()
+        for key in keys:
+            if self._fetchers.lookup(key) is None:
+                continue
+            running = key in self._scheduler
+            task = self._scheduler.again(key) if running else self._start_fetch(key)
+            if task is not None:
+                tasks.add(task)
+        if tasks:
+            # asyncio.wait, not gather: a cancelled fetch is an outcome here, not an
+            # error, and the caller giving up leaves the fetches others share alone.
+            await asyncio.wait(tasks)
+        return len(tasks)
+
+    def cancel(self, prefix: KeyLike = (), *, exact: bool = False) -> int:
+        """Stop the fetches of the keys under ``prefix``; how many were stopped.
+
+        TanStack Query's ``cancelQueries``: a running fetcher call is cancelled, a fetch
+        held for its window or waiting out a retry's backoff is dropped, and a refetch
+        asked for after it is forgotten. Entries stay exactly as they were (data, stale
+        flag, error); each stopped fetch is counted (``fetch_cancelled``). The next
+        fetch (an invalidation, :meth:`refetch`, :meth:`fetch`) starts afresh.
+        :meth:`fetch` calls waiting on a stopped fetch return the entry as it is.
+        """
+        self._check_open()
+        k = as_query_key(prefix, allow_empty=True)
+        stopped = 0
+        for key in self._live.matching(k, exact=exact):
+            if self._scheduler.cancel_key(key):
+                stopped += 1
+                self._publish("fetch_cancelled", key)
+        return stopped
+
+    def status(self, key: KeyLike) -> QueryStatus:
+        """Where ``key`` stands in this process (:class:`QueryStatus`), for any key.
+
+        An entry not held in memory is read from disk on the calling thread, as by
+        :meth:`get`. The entry itself (``get``) carries the last error and
+        ``updated_at`` (``fetched_at`` here); fetching and the failure count are here.
+        """
+        self._check_open()
+        k = as_query_key(key)
+        record = self._current(k)
+        entry = None if record is None else self._entry_of(k, record)
+        failures, error = self._failures.of(k)
+        if entry is None:
+            return QueryStatus(k in self._scheduler, failures, error, None, True, False)
+        if error is None:
+            error = entry.error
+        return QueryStatus(
+            k in self._scheduler, failures, error, entry.updated_at, entry.stale, True
+        )
 
     # A timeout argument (not only asyncio.timeout around it): issue 12.10 asks for one,
     # and it returns False rather than raising, for callers that poll.
@@ -937,6 +1029,7 @@ class QueryCache:
             watch = self._watches.get(key)
             if watch is not None:
                 watch.seen = None
+            self._failures.clear(key)
         if matched:
             assert isinstance(self._store, EntryStore)
             # Queued before anyone hears of the removal: until then a write still queued
@@ -1094,17 +1187,21 @@ class _Host:
 
     def fetch_retry(self, key: QueryKey, error: str) -> None:
         log.info("fetch of %r failed, retrying: %s", key, error)
+        self._cache._failures.failed(key, error)
         self._cache._publish("fetch_retry", key, error=error)
 
     def fetched(self, key: QueryKey, data: Any, *, stale: bool) -> None:
-        self._cache._on_fetched(key, data, stale)
+        self._cache._on_fetched(key, data, stale)  # raises for data that is not JSON
+        self._cache._failures.clear(key)
 
     def fetch_failed(self, key: QueryKey, error: str) -> None:
         log.warning("fetch of %r failed: %s", key, error)
+        self._cache._failures.failed(key, error)
         self._cache._on_failed(key, error)
 
     def fetch_gone(self, key: QueryKey, error: str) -> None:
         log.info("fetch of %r: the resource is gone (%s); entry removed", key, error)
+        self._cache._failures.clear(key)  # a 404 is an answer, not a failure
         self._cache._on_gone(key, error)
 
     def fetch_discarded(self, key: QueryKey) -> None:

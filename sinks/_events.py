@@ -30,6 +30,7 @@ CacheEventKind = Literal[
     "fetch_failed",
     "fetch_gone",
     "fetch_discarded",
+    "fetch_cancelled",
 ]
 EVENT_KINDS: tuple[CacheEventKind, ...] = get_args(CacheEventKind)
 
@@ -51,7 +52,8 @@ class CacheEvent:
     - ``fetch_failed``: the last attempt failed; the entry keeps its data and the error;
     - ``fetch_gone``: the server answered 404 (:class:`querysync.ResourceGone`); the entry
       was removed, not retried: the resource was deleted, which is no failure;
-    - ``fetch_discarded``: a fetch finished after its key was removed; its data was dropped.
+    - ``fetch_discarded``: a fetch finished after its key was removed; its data was dropped;
+    - ``fetch_cancelled``: :meth:`QueryCache.cancel` stopped a fetch; the entry is unchanged.
 
     ``at`` is epoch seconds, ``error`` the failure's message (fetch_retry, fetch_failed)
     and ``update`` the resource change that caused it, when one did.

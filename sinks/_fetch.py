@@ -89,10 +89,13 @@ class FetchHost(Protocol):
 class _Flight:
     """The one running (or held) fetch of a key, and what happened to the key meanwhile."""
 
-    __slots__ = ("again", "discard", "invalidated", "task")
+    __slots__ = ("again", "cancelled", "discard", "invalidated", "task")
 
     def __init__(self) -> None:
         self.task: asyncio.Task[None] | None = None
+        # Cancelled by cancel_key: a fetcher that swallows the cancellation and returns
+        # anyway must not store its result.
+        self.cancelled = False
         # Invalidated after this fetch started: what it returns may predate the change.
         self.invalidated = False
         # ...and a refetch was asked for: fetch once more when this one ends.
@@ -121,7 +124,9 @@ class FetchScheduler:
       window is open waits for it to close, outside the semaphore, and every request
       meanwhile joins that one fetch; a removal meanwhile ends the wait with no fetch;
     - an attempt that runs longer than ``timeout`` seconds is cancelled and counted
-      (``timeouts``), frees its slot and is retried like any failure.
+      (``timeouts``), frees its slot and is retried like any failure;
+    - a fetch cancelled by :meth:`cancel_key` stops wherever it is (fetcher call,
+      window hold, backoff) and stores nothing; the next request starts afresh.
     """
 
     def __init__(
@@ -146,6 +151,9 @@ class FetchScheduler:
         self.timeouts = 0
         """Attempts cancelled because they ran longer than the timeout."""
         self._flights: dict[QueryKey, _Flight] = {}
+        # Tasks stopped by cancel_key and not yet unwound: no longer flights of their
+        # key, still awaited by wait() and cancel() so none outlives the cache.
+        self._stopping: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._semaphore: asyncio.Semaphore | None = None
 
@@ -222,15 +230,48 @@ class FetchScheduler:
             flight.again = False
             self._windows.release(key)
 
+    def again(self, key: QueryKey) -> asyncio.Task[None] | None:
+        """Ask the fetch of ``key`` (if one runs) to fetch once more; its task, else None.
+
+        A fetch still held for its window has not called the fetcher yet: it just serves
+        the request. A fetch whose key was removed meanwhile is left to drop its result
+        (None): a prefix covering a removed key does not bring it back.
+        """
+        flight = self._flights.get(key)
+        if flight is None or (flight.discard and not flight.again):
+            return None
+        flight.again = True
+        return flight.task
+
+    def cancel_key(self, key: QueryKey) -> bool:
+        """Stop the fetch of ``key`` (running, held or backing off); True if one ran.
+
+        The flight is forgotten at once, not when its task unwinds: a request arriving
+        in between must start a new fetch rather than join one that will never end.
+        """
+        flight = self._flights.get(key)
+        if flight is None:
+            return False
+        flight.cancelled = True
+        flight.again = False
+        self._unregister(key, flight)
+        task = flight.task
+        if task is not None and not task.done():
+            task.cancel()
+            self._stopping.add(task)
+            task.add_done_callback(self._stopping.discard)
+        return True
+
     async def wait(self) -> None:
         """Return once no fetch runs (including fetches that start while waiting)."""
-        while self._flights:
+        while self._flights or self._stopping:
             tasks = [f.task for f in self._flights.values() if f.task is not None]
-            await asyncio.wait(tasks)
+            await asyncio.wait([*tasks, *self._stopping])
 
     def cancel(self) -> list[asyncio.Task[None]]:
         """Cancel every running fetch (from any thread); the tasks, to await on their loop."""
         tasks = [f.task for f in self._flights.values() if f.task is not None]
+        tasks += self._stopping
         try:
             here: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
@@ -269,6 +310,8 @@ class FetchScheduler:
             if fetch is None:
                 return
             outcome, result = await self._attempts(key, fetch)
+            if flight.cancelled:
+                return
             if flight.discard:
                 host.fetch_discarded(key)
             elif outcome == "ok":

@@ -72,9 +72,26 @@ OPERATORS_ALL = [
 
 TESTING_ALL = ["MarbleContext", "change", "marbles"]
 
+SINKS_ALL = [
+    "CacheEntry",
+    "CacheEvent",
+    "CacheEventKind",
+    "CacheReader",
+    "Fetch",
+    "JsonlRecorder",
+    "QueryCache",
+    "QueryStatus",
+    "RefetchType",
+    "ShareConfig",
+    "SharedCache",
+    "apply",
+    "to_jsonl",
+]
+
 MODULES = {
     "querysync": QUERYSYNC_ALL,
     "querysync.operators": OPERATORS_ALL,
+    "querysync.sinks": SINKS_ALL,
     "querysync.testing": TESTING_ALL,
 }
 

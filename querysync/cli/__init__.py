@@ -236,7 +236,10 @@ def _parser() -> _Parser:
         "list a cache's entries, or print one entry's data",
         "Without KEY, lists every entry (key, fresh or stale, etag, age, last error),\n"
         "or those under --prefix. With KEY (its elements as words, or one JSON array),\n"
-        "prints that entry's data as JSON.",
+        "prints that entry's data as JSON. The age is since the last fetch or set; the\n"
+        "error is the last failed fetch's (cleared by a success). Whether a key is being\n"
+        "fetched, and its failure count, only the fetching process knows\n"
+        "(QueryCache.status): rows do not hold them.",
         "querysync inspect ./cache workflow 3f2a9c   # or: --prefix workflow",
     )
     insp.add_argument("directory", help="cache directory, or nats://HOST:PORT/BUCKET")
