@@ -9,9 +9,11 @@ temporary directory. Two loads of workflow updates:
 - ``bursts``: 20 bursts, one every 0.5 s, of 50 updates to 3 hot workflows.
 
 The bound B1 comes from the writes' own timestamps, throttled leading and trailing with
-the same window: the list ``("workflows",)`` is fetched once per emission of all the
-type's writes, each workflow's detail once per emission of its own writes. B1's bytes
-are those counts times the mean body of each route as measured in the same run. The
+the same window: the list ``("workflows",)`` is read whole once per emission of all the
+type's writes, each workflow's detail once per emission of its own writes. A whole list
+is every page of it (the server pages workflows by 100, as the live one does), so each
+list emission costs B1 ``ceil(N / 100)`` GETs, and the bytes of the whole list. B1's
+bytes are those counts times the mean body of each route as measured in the same run. The
 GETs and bytes querysync caused (every route: the list, the details, and also the
 ``("templates",)`` and ``("workflow_versions", id)`` keys the key table refetches on a
 workflow change) are printed as ratios of B1, with the part of the templates and
@@ -32,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+import math
 import random
 import statistics
 import tempfile
@@ -52,6 +55,9 @@ from ._counted_server import CountedServer, Counts, Write, workflow_id
 from ._figures import Figure, figure, percentile
 
 __all__ = ["ideal_emissions", "run"]
+
+WORKFLOWS_PAGE = 100
+"""The workflows list's default page size, the live server's (shared/nodetool-protocol.md)."""
 
 WINDOW = 0.25
 SIZES = (100, 1_000, 10_000)
@@ -109,6 +115,7 @@ class Outcome:
     b1_list: int
     b1_detail: int
     seen: dict[str, list[tuple[float, int]]]
+    pages: int  # of the whole workflows list: what reading it once costs in GETs
 
     @property
     def gets(self) -> int:
@@ -124,13 +131,12 @@ class Outcome:
 
     @property
     def b1_gets(self) -> int:
-        return self.b1_list + self.b1_detail
+        return self.b1_list * self.pages + self.b1_detail
 
     @property
     def b1_bytes(self) -> float:
-        return self.b1_list * self.mean_body(LIST_ROUTE) + self.b1_detail * self.mean_body(
-            DETAIL_ROUTE
-        )
+        whole_list = self.pages * self.mean_body(LIST_ROUTE)
+        return self.b1_list * whole_list + self.b1_detail * self.mean_body(DETAIL_ROUTE)
 
     def route_gets(self, *routes: str) -> int:
         return sum(self.counts.gets.get(r, 0) for r in routes)
@@ -161,7 +167,9 @@ async def _settle(running: Sync) -> None:
         await running.settle()
 
 
-async def _load(server: CountedServer, running: Sync, schedule: Schedule) -> Outcome:
+async def _load(
+    server: CountedServer, running: Sync, schedule: Schedule, workflows: int
+) -> Outcome:
     server.take_counts()  # what came before this load is not its cost
     seen: dict[str, list[tuple[float, int]]] = defaultdict(list)
     cache = running.cache
@@ -184,7 +192,8 @@ async def _load(server: CountedServer, running: Sync, schedule: Schedule) -> Out
         by_workflow[index].append(at)
     b1_list = ideal_emissions([at for at, _, _ in writes], WINDOW)
     b1_detail = sum(ideal_emissions(times, WINDOW) for times in by_workflow.values())
-    return Outcome(writes, counts, b1_list, b1_detail, dict(seen))
+    pages = max(1, math.ceil(workflows / WORKFLOWS_PAGE))
+    return Outcome(writes, counts, b1_list, b1_detail, dict(seen), pages)
 
 
 async def _idle_get(running: Sync) -> float:
@@ -269,7 +278,7 @@ async def _measure(
             await _settle(running)
             touched: set[int] = set()
             for load in loads:
-                outcome = await _load(server, running, load.schedule)
+                outcome = await _load(server, running, load.schedule, n)
                 touched.update(index for _, index, _ in outcome.writes)
                 figures.extend(_rows(n, load.name, outcome))
             if measure_json:
@@ -278,7 +287,7 @@ async def _measure(
                 idle = await _idle_get(running)
                 figures.append(figure("refetch: one idle GET of a detail", idle * 1e3, "ms"))
                 for rate, load in fresh:
-                    outcome = await _load(server, running, load.schedule)
+                    outcome = await _load(server, running, load.schedule, n)
                     touched.update(index for _, index, _ in outcome.writes)
                     figures.extend(_freshness(rate, outcome, idle))
             expect = [("workflows",), *(("workflow", workflow_id(i)) for i in sorted(touched))]
