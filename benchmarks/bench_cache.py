@@ -33,6 +33,7 @@ baseline's and ``target`` says which direction is better. Run
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -46,10 +47,11 @@ import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import diskcache
 
-from querysync import JSON, Invalidation, QueryKey, default_registry, key_matches
+from querysync import JSON, Invalidation, QueryKey, default_registry, key_matches, sync
 from querysync.sinks import CacheEntry, QueryCache
 from querysync.sinks._disk import JsonDisk
 from querysync.sinks._entry import Record, encode_record
@@ -417,6 +419,198 @@ def _big_cache_figures(root: Path, entries: int, rounds: int = 3) -> list[Figure
     ]
 
 
+# The embedded server for the restart figures, in a process of its own (its answers must
+# not stall the loop being measured): it holds ``n`` threads of one message each, or
+# ``n`` workflows of one version each, prints its port, then takes one JSON command a
+# line on stdin ("change": update these resources; "gets": the GETs per route since the
+# last "gets") and answers each with one JSON line.
+_SERVER = textwrap.dedent(
+    """
+    import asyncio, json, sys
+    from collections import Counter
+    from querysync.server import NodeToolServer
+    kind, n = sys.argv[1], int(sys.argv[2])
+    GRAPH = {"nodes": [], "edges": []}
+
+    async def main():
+        server = NodeToolServer(ping_interval=None, stats_interval=None)
+        for i in range(n):
+            if kind == "threads":
+                server.create("thread", {"title": f"t{i}"}, id=f"t{i:05d}")
+                server.create(
+                    "message", {"thread_id": f"t{i:05d}", "content": f"m{i}"}, id=f"m{i:05d}"
+                )
+            else:
+                server.create(
+                    "workflow", {"name": f"w{i}", "access": "private", "graph": GRAPH},
+                    id=f"w{i:05d}",
+                )
+                server.create(
+                    "workflowversion", {"workflow_id": f"w{i:05d}", "version": 1},
+                    id=f"v{i:05d}",
+                )
+        await server.start()
+        print(json.dumps({"port": server.port}), flush=True)
+        loop = asyncio.get_running_loop()
+        seen = Counter()
+        while line := await loop.run_in_executor(None, sys.stdin.readline):
+            command, arg = json.loads(line)
+            if command == "change":
+                rtype, field = ("thread", "title") if kind == "threads" else ("workflow", "name")
+                for rid in arg:
+                    server.update(rtype, rid, {field: "changed while sync was down"})
+                print(json.dumps(len(arg)), flush=True)
+            elif command == "gets":
+                now = Counter({k: v for k, v in server.counts.items() if k.startswith("GET ")})
+                delta = now - seen
+                seen = now
+                print(json.dumps(dict(delta)), flush=True)
+        await server.stop()
+
+    asyncio.run(main())
+    """
+)
+
+
+class _RestartServer:
+    """The server process of the restart figures; commands are blocking calls."""
+
+    def __init__(self, kind: str, n: int, cwd: str) -> None:
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", _SERVER, kind, str(n)],
+            cwd=cwd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.port = int(self._answer()["port"])
+
+    def _answer(self) -> Any:
+        assert self._process.stdout is not None
+        line = self._process.stdout.readline()
+        if not line:
+            raise RuntimeError("the restart benchmark's server process ended")
+        return json.loads(line)
+
+    def ask(self, command: str, arg: object = None) -> Any:
+        assert self._process.stdin is not None
+        self._process.stdin.write(json.dumps([command, arg]) + "\n")
+        self._process.stdin.flush()
+        return self._answer()
+
+    def close(self) -> None:
+        assert self._process.stdin is not None
+        self._process.stdin.close()
+        try:
+            self._process.wait(20)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+
+
+async def _restart_case(kind: str, n: int, changed: int, directory: Path) -> dict[str, float]:
+    """GETs and the longest loop stall of a restart of sync on a correct cache."""
+
+    with tempfile.TemporaryDirectory() as cwd:
+        server = _RestartServer(kind, n, cwd)
+        try:
+            api, ws = f"http://127.0.0.1:{server.port}", f"ws://127.0.0.1:{server.port}/ws"
+            # A correct cache: a first run, whose resync (forced: the cache was empty)
+            # fetches every listed resource, settled and stopped.
+            first = await sync(ws, api, directory, window=0.05)
+            await first.settle(quiet=0.2)
+            first._start_discovery()
+            await first.settle(quiet=0.2)
+            await first.stop()
+            prefix = "t" if kind == "threads" else "w"
+            step = max(1, n // max(1, changed))
+            ids = [f"{prefix}{i:05d}" for i in range(0, n, step)][:changed]
+            await asyncio.to_thread(server.ask, "change", ids)
+            await asyncio.to_thread(server.ask, "gets")
+            loop = asyncio.get_running_loop()
+            stalls: list[float] = []
+            stop = asyncio.Event()
+
+            async def ticker() -> None:
+                last = loop.time()
+                while not stop.is_set():
+                    await asyncio.sleep(0.001)
+                    now = loop.time()
+                    stalls.append(now - last)
+                    last = now
+
+            task = asyncio.create_task(ticker())
+            await asyncio.sleep(0.5)
+            idle = max(stalls)
+            stalls.clear()
+            start = time.perf_counter()
+            second = await sync(ws, api, directory, window=0.05)
+            await second.settle(quiet=0.2)
+            elapsed = time.perf_counter() - start
+            stop.set()
+            await task
+            stats = second.cache.stats()
+            confirmed = second.resyncs["confirmed"]
+            await second.stop()
+            gets: dict[str, int] = await asyncio.to_thread(server.ask, "gets")
+        finally:
+            server.close()
+    return {
+        "gets": float(sum(gets.values())),
+        "stall": max(stalls),
+        "idle": idle,
+        "seconds": elapsed,
+        "stale": float(stats["stale"]),
+        "confirmed": float(confirmed),
+        "lists": float(
+            gets.get("GET /api/messages/", 0) + gets.get("GET /api/workflows/{id}/versions", 0)
+        ),
+    }
+
+
+def _restart_figures(root: Path, n: int) -> list[Figure]:
+    """Restart of sync on a correct cache of ``n`` threads, then of ``n`` workflows."""
+    changed = max(1, n // 100)  # 1% changed while sync was down
+    figures: list[Figure] = []
+    stalls: list[Figure] = []
+    # Pages of every list held: the eight one-page lists, the paged one (threads 10 a
+    # page, workflows 100), and one page per resource of its own list (a thread's
+    # messages, a workflow's versions), which no etag proves: each must be read.
+    cases = (("threads", 10, "comparable"), ("workflows", 100, "not comparable"))
+    for kind, per_page, proven in cases:
+        result = asyncio.run(_restart_case(kind, n, changed, root / f"restart-{kind}"))
+        pages = 8 + -(-n // per_page) + n
+        needed = pages + changed
+        label = (
+            f"{n:,} {kind}, {changed} changed while down ({proven} list etags;"
+            f" {int(result['lists']):,} per-resource lists, {int(result['confirmed']):,}"
+            f" confirmed without a GET, {int(result['stale'])} left stale)"
+        )
+        figures.append(
+            _figure(
+                f"restart GETs on a correct cache of {label} vs pages of every list + changed",
+                result["gets"],
+                "GETs",
+                needed,
+                target="ratio <= 1.1" if kind == "threads" else None,
+                met=result["gets"] <= 1.1 * needed if kind == "threads" else None,
+            )
+        )
+        stall_ms, idle_ms = result["stall"] * 1e3, max(result["idle"] * 1e3, 1e-3)
+        stalls.append(
+            _figure(
+                f"longest loop stall during the restart ({n:,} {kind}, {result['seconds']:.1f} s)"
+                " vs idle loop",
+                stall_ms,
+                "ms",
+                idle_ms,
+                target="<= 50 ms",
+                met=stall_ms <= 50,
+            )
+        )
+    return figures + stalls
+
+
 def run(*, small: bool = False, million: bool | None = None) -> list[Figure]:
     """The figures; ``small=True`` uses 2,000 entries instead of 100,000 (for a smoke test).
 
@@ -439,6 +633,7 @@ def run(*, small: bool = False, million: bool | None = None) -> list[Figure]:
         sizes = [2_000] if small else [10_000, 100_000] + ([1_000_000] if million else [])
         for entries in sizes:
             figures += _big_cache_figures(Path(tmp), entries, rounds=1 if small else 3)
+        figures += _restart_figures(Path(tmp), 200 if small else 10_000)
     return figures
 
 
