@@ -664,15 +664,27 @@ class QueryCache:
                     fresh[k] = None
                     continue
                 record = self._held(k)
-                if record is _UNKNOWN:
-                    record = self._adopt(k, loaded.get(k))
+                cold = record is _UNKNOWN
+                if cold:
+                    found = loaded.get(k)
+                    op = self._store.lookup(k)
+                    record = op.apply(found) if found and isinstance(op, Mark) else found
                 if not isinstance(record, Record):
                     continue
                 e = record.entry
                 if not test(e):
                     continue
                 entry = CacheEntry(e.key, e.data, e.etag, False, e.updated_at, None)
-                self._commit(Record(entry, record.data_json))
+                confirmed = Record(entry, record.data_json)
+                if cold:
+                    # Written, not kept: 20,000 confirmed rows held in the tier were as
+                    # many objects more for every full collection to walk (on the loop).
+                    confirmed.gen = self._gen
+                    self._set_mark(k, self._gen)
+                    assert isinstance(self._store, EntryStore)
+                    self._store.put(k, confirmed)
+                else:
+                    self._commit(confirmed)
                 self._publish("skipped_fresh", k)
                 fresh[k] = None
             await asyncio.sleep(0)

@@ -135,7 +135,8 @@ async def test_a_thread_deleted_while_down_is_removed_without_a_get(tmp_path: Pa
             assert spent["GET /api/threads/{id}"] == 0
             assert ("thread", threads[1]) not in running.cache
             assert ("messages", threads[1]) not in running.cache
-            assert running.cache.keys(("message",)) and all(
+            assert running.cache.keys(("message",))
+            assert all(
                 obj(e.data)["thread_id"] != threads[1]
                 for k in running.cache.keys(("message",))
                 if (e := running.cache.get(k)) is not None
