@@ -12,6 +12,7 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable
+from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, Any
 
 from ._keys import KeyRegistry, QueryKey
@@ -59,7 +60,11 @@ class _Listed:
 
 
 async def resync(
-    cache: QueryCache, registry: KeyRegistry, *, width: int = WIDTH
+    cache: QueryCache,
+    registry: KeyRegistry,
+    *,
+    width: int = WIDTH,
+    trusted: Callable[[], AbstractSet[QueryKey]] = frozenset,
 ) -> Counter[str]:
     """Read every list (every page), then fetch what they cannot prove; what was done.
 
@@ -71,10 +76,22 @@ async def resync(
     keys, without a GET; missing from any other list, it is fetched (a 404 removes it).
     The per-resource lists fetched so (a thread's messages) are then the lists of their
     own items' type, which goes through the same steps. Counts: ``confirmed``,
-    ``fetched``, ``removed``.
+    ``fetched``, ``removed``. ``trusted()`` names the list keys whose fetch in flight
+    started after the connection (``Sync`` prefetches the lists then): joined, not
+    repeated.
     """
     counts: Counter[str] = Counter()
     keys = list(LIST_KEYS)
+    # The keys cached before the lists are asked for: only they can be gone. One that a
+    # frame brings in meanwhile names a resource the lists may be too old to show.
+    before = set(cache.keys())
+    # A list fetch in flight now may have asked before a change that a cached detail
+    # already shows: its answer could make that resource look gone. It is waited for,
+    # and the list read by a fetch that starts after it.
+    started_now = trusted()
+    earlier = [k for k in keys if cache.fetching(k) and k not in started_now]
+    if earlier:
+        await asyncio.gather(*(cache.fetch(k) for k in earlier), return_exceptions=True)
     entries = await asyncio.gather(*(cache.fetch(k) for k in keys), return_exceptions=True)
     for key, entry in zip(keys, entries, strict=True):
         ep = ENDPOINTS[(str(key[0]), False)]
@@ -82,7 +99,7 @@ async def resync(
             continue
         listed = _Listed()
         listed.add(entry, ep)
-        await _resync_type(cache, registry, ep, listed, counts, width)
+        await _resync_type(cache, registry, ep, listed, counts, width, before)
     return counts
 
 
@@ -93,6 +110,7 @@ async def _resync_type(
     listed: _Listed,
     counts: Counter[str],
     width: int,
+    before: set[QueryKey],
 ) -> None:
     assert ep.detail is not None
     assert ep.item_type is not None
@@ -124,7 +142,11 @@ async def _resync_type(
         k
         for name in (detail, *others)
         for k in cache.keys((name,))
-        if len(k) == 2 and k[1] not in listed.items
+        if len(k) == 2
+        and k[1] not in listed.items
+        and k in before
+        # Fetched since the resync began: maybe newer than the list, so kept.
+        and not cache.marked_fresh(k)
     ]
     if gone and listed.complete and ep.names_all:
         for n, key in enumerate(gone):
@@ -147,7 +169,7 @@ async def _resync_type(
         for key in children:
             if key[0] == name:
                 union.add(got.get(key), child)
-        await _resync_type(cache, registry, child, union, counts, width)
+        await _resync_type(cache, registry, child, union, counts, width, before)
 
 
 def _other_keys(registry: KeyRegistry, resource_type: str, detail: str) -> tuple[str, ...]:

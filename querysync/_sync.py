@@ -95,6 +95,7 @@ class Sync:
         self._discovery: asyncio.Task[None] | None = None
         # What the resyncs did, summed: confirmed (fresh without a GET), fetched, removed.
         self.resyncs: Counter[str] = Counter()
+        self._lists_now: frozenset[QueryKey] = frozenset()
         self._session = session
         self._owns_cache = owns_cache
         self._subscription: abc.DisposableBase | None = None
@@ -141,6 +142,9 @@ class Sync:
             # fetches what the lists cannot prove current, not every entry.
             self._resumed = False
             self._start_discovery()
+        # A list whose fetch is already in flight may have been asked for before the
+        # connection dropped: the resync must not take its answer for the list of now.
+        self._lists_now = frozenset(k for k in LIST_KEYS if not self.cache.fetching(k))
         for key in LIST_KEYS:
             self.cache.prefetch(key)
 
@@ -175,7 +179,7 @@ class Sync:
     async def _discover(self) -> None:
         """The resync: read every list, fetch only what they cannot prove current."""
         try:
-            done = await resync(self.cache, self._registry)
+            done = await resync(self.cache, self._registry, trusted=lambda: self._lists_now)
             self.resyncs.update(done)
             log.info("resync: %s", dict(done))
         except asyncio.CancelledError:

@@ -623,6 +623,14 @@ class QueryCache:
             return
         self._start_fetch(k, required=True)
 
+    def fetching(self, key: KeyLike) -> bool:
+        """True while a fetch of ``key`` runs, waits to retry or is held for its window."""
+        return as_query_key(key) in self._scheduler
+
+    def marked_fresh(self, key: KeyLike) -> bool:
+        """True when the key index marks the entry of ``key`` fresh; reads no row."""
+        return self._mark_of(as_query_key(key)) == self._gen
+
     async def confirm(self, key: KeyLike, etag: str) -> bool:
         """Mark the stale entry of ``key`` fresh, without a fetch, when it holds ``etag``.
 
@@ -664,8 +672,8 @@ class QueryCache:
                     fresh[k] = None
                     continue
                 record = self._held(k)
-                cold = record is _UNKNOWN
-                if cold:
+                on_disk = record is _UNKNOWN
+                if on_disk:
                     found = loaded.get(k)
                     op = self._store.lookup(k)
                     record = op.apply(found) if found and isinstance(op, Mark) else found
@@ -676,7 +684,7 @@ class QueryCache:
                     continue
                 entry = CacheEntry(e.key, e.data, e.etag, False, e.updated_at, None)
                 confirmed = Record(entry, record.data_json)
-                if cold:
+                if on_disk:
                     # Written, not kept: 20,000 confirmed rows held in the tier were as
                     # many objects more for every full collection to walk (on the loop).
                     confirmed.gen = self._gen
