@@ -26,6 +26,15 @@ Each figure comes with a baseline measured in the same run on the same machine:
     the longest stall of the same ticker over an idle second (target: at most 50 ms);
     the same stall while ``load_index`` runs on a worker thread, as at ``sync()``'s start.
 
+- Issue 10.4, the restart of ``sync`` on a correct cache of 10,000 threads (one message
+  each; comparable list etags) and of 10,000 workflows (one version each; list etags
+  not comparable), 1% of them changed while it was down, the embedded server in a
+  process of its own and the restart in a fresh one (200 of each with ``--small``):
+  GETs against the pages of every list the mirror holds (the nine top-level lists and
+  each resource's own message or version list, which no etag proves) plus the changed
+  entries (target for threads: at most 1.1x), and the longest stall of a 1 ms ticker
+  from ``sync()`` until it settles (target: at most 50 ms).
+
 As in every querysync benchmark, ``ratio`` is querysync's value divided by the
 baseline's and ``target`` says which direction is better. Run
 ``python -m benchmarks.bench_cache [--small] [--million]`` from the repository root.
@@ -33,6 +42,7 @@ baseline's and ``target`` says which direction is better. Run
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -46,10 +56,11 @@ import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import diskcache
 
-from querysync import JSON, Invalidation, QueryKey, default_registry, key_matches
+from querysync import JSON, Invalidation, QueryKey, default_registry, key_matches, sync
 from querysync.sinks import CacheEntry, QueryCache
 from querysync.sinks._disk import JsonDisk
 from querysync.sinks._entry import Record, encode_record
@@ -417,6 +428,241 @@ def _big_cache_figures(root: Path, entries: int, rounds: int = 3) -> list[Figure
     ]
 
 
+# The embedded server for the restart figures, in a process of its own (its answers must
+# not stall the loop being measured): it holds ``n`` threads of one message each, or
+# ``n`` workflows of one version each, prints its port, then takes one JSON command a
+# line on stdin ("change": update these resources; "gets": the GETs per route since the
+# last "gets") and answers each with one JSON line.
+_SERVER = textwrap.dedent(
+    """
+    import asyncio, json, sys
+    from collections import Counter
+    from querysync.server import NodeToolServer
+    kind, n = sys.argv[1], int(sys.argv[2])
+    GRAPH = {"nodes": [], "edges": []}
+
+    async def main():
+        # Pings keep the client's 45 s watchdog quiet through a long first run.
+        server = NodeToolServer(ping_interval=5.0, stats_interval=None)
+        for i in range(n):
+            if kind == "threads":
+                server.create("thread", {"title": f"t{i}"}, id=f"t{i:05d}")
+                server.create(
+                    "message", {"thread_id": f"t{i:05d}", "content": f"m{i}"}, id=f"m{i:05d}"
+                )
+            else:
+                server.create(
+                    "workflow", {"name": f"w{i}", "access": "private", "graph": GRAPH},
+                    id=f"w{i:05d}",
+                )
+                server.create(
+                    "workflowversion", {"workflow_id": f"w{i:05d}", "version": 1},
+                    id=f"v{i:05d}",
+                )
+        await server.start()
+        print(json.dumps({"port": server.port}), flush=True)
+        loop = asyncio.get_running_loop()
+        seen = Counter()
+        while line := await loop.run_in_executor(None, sys.stdin.readline):
+            command, arg = json.loads(line)
+            if command == "change":
+                rtype, field = ("thread", "title") if kind == "threads" else ("workflow", "name")
+                for rid in arg:
+                    server.update(rtype, rid, {field: "changed while sync was down"})
+                print(json.dumps(len(arg)), flush=True)
+            elif command == "gets":
+                now = Counter({k: v for k, v in server.counts.items() if k.startswith("GET ")})
+                delta = now - seen
+                seen = now
+                print(json.dumps(dict(delta)), flush=True)
+        await server.stop()
+
+    asyncio.run(main())
+    """
+)
+
+
+class _RestartServer:
+    """The server process of the restart figures; commands are blocking calls."""
+
+    def __init__(self, kind: str, n: int, cwd: str) -> None:
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", _SERVER, kind, str(n)],
+            cwd=cwd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.port = int(self._answer()["port"])
+
+    def _answer(self) -> Any:
+        assert self._process.stdout is not None
+        line = self._process.stdout.readline()
+        if not line:
+            raise RuntimeError("the restart benchmark's server process ended")
+        return json.loads(line)
+
+    def ask(self, command: str, arg: object = None) -> Any:
+        assert self._process.stdin is not None
+        self._process.stdin.write(json.dumps([command, arg]) + "\n")
+        self._process.stdin.flush()
+        return self._answer()
+
+    def close(self) -> None:
+        assert self._process.stdin is not None
+        self._process.stdin.close()
+        try:
+            self._process.wait(20)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        finally:
+            assert self._process.stdout is not None
+            self._process.stdout.close()
+
+
+async def _restart_case(kind: str, n: int, changed: int, directory: Path) -> dict[str, float]:
+    """GETs and the longest loop stall of a restart of sync on a correct cache."""
+
+    with tempfile.TemporaryDirectory() as cwd:
+        server = _RestartServer(kind, n, cwd)
+        try:
+            api, ws = f"http://127.0.0.1:{server.port}", f"ws://127.0.0.1:{server.port}/ws"
+            # A correct cache: a first run, whose resync (forced: the cache was empty)
+            # fetches every listed resource, settled and stopped.
+            first = await sync(ws, api, directory, window=0.05)
+            await first.settle(quiet=0.2)
+            first._start_discovery()
+            await first.settle(quiet=0.2)
+            await first.stop()
+            prefix = "t" if kind == "threads" else "w"
+            step = max(1, n // max(1, changed))
+            ids = [f"{prefix}{i:05d}" for i in range(0, n, step)][:changed]
+            await asyncio.to_thread(server.ask, "change", ids)
+            await asyncio.to_thread(server.ask, "gets")
+            del first
+            # The restart itself in a fresh process, as a restart is.
+            result = await asyncio.to_thread(_restart_child, ws, api, directory)
+            gets: dict[str, int] = await asyncio.to_thread(server.ask, "gets")
+        finally:
+            server.close()
+    return {
+        **result,
+        "gets": float(sum(gets.values())),
+        "lists": float(
+            gets.get("GET /api/messages/", 0) + gets.get("GET /api/workflows/{id}/versions", 0)
+        ),
+    }
+
+
+# The restart of the restart figures: sync() on the persisted cache until it settles,
+# a 1 ms ticker measuring the longest loop stall meanwhile; prints one JSON object.
+_RESTART_CHILD = textwrap.dedent(
+    """
+    import asyncio, json, sys, time
+    from querysync import sync
+    # What any process pays once, before its loop serves anything: not the restart's.
+    import querysync.sinks, querysync.streams, querysync._resync, querysync._audit
+    ws, api, directory = sys.argv[1:4]
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        stalls = []
+        stop = asyncio.Event()
+
+        async def ticker():
+            last = loop.time()
+            while not stop.is_set():
+                await asyncio.sleep(0.001)
+                now = loop.time()
+                stalls.append(now - last)
+                last = now
+
+        task = asyncio.create_task(ticker())
+        await asyncio.sleep(0.5)
+        idle = max(stalls)
+        stalls.clear()
+        start = time.perf_counter()
+        if "--debug" in sys.argv:
+            loop.set_debug(True)
+            loop.slow_callback_duration = 0.02
+        running = await sync(ws, api, directory, window=0.05)
+        await running.settle(quiet=0.2)
+        elapsed = time.perf_counter() - start
+        stop.set()
+        await task
+        out = {
+            "stall": max(stalls), "idle": idle, "seconds": elapsed,
+            "stale": running.cache.stats()["stale"],
+            "confirmed": running.resyncs["confirmed"],
+        }
+        await running.stop()
+        print(json.dumps(out))
+
+    asyncio.run(main())
+    """
+)
+
+
+def _restart_child(ws: str, api: str, directory: Path) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as cwd:
+        done = subprocess.run(
+            [sys.executable, "-c", _RESTART_CHILD, ws, api, str(directory)],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=1800,
+            check=False,
+        )
+    if done.returncode != 0:
+        raise RuntimeError(f"bench_cache restart child failed: {done.stderr[-2000:]}")
+    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _restart_figures(root: Path, n: int) -> list[Figure]:
+    """Restart of sync on a correct cache of ``n`` threads, then of ``n`` workflows."""
+    changed = max(1, n // 100)  # 1% changed while sync was down
+    figures: list[Figure] = []
+    stalls: list[Figure] = []
+    # Pages of every list held: the eight one-page lists, the paged one (threads 10 a
+    # page, workflows 100), and one page per resource of its own list (a thread's
+    # messages, a workflow's versions), which no etag proves: each must be read.
+    cases = (("threads", 10, "comparable"), ("workflows", 100, "not comparable"))
+    for kind, per_page, proven in cases:
+        result = asyncio.run(_restart_case(kind, n, changed, root / f"restart-{kind}"))
+        pages = 8 + -(-n // per_page) + n
+        needed = pages + changed
+        label = (
+            f"{n:,} {kind}, {changed} changed while down ({proven} list etags;"
+            f" {int(result['lists']):,} per-resource lists, {int(result['confirmed']):,}"
+            f" confirmed without a GET, {int(result['stale'])} left stale)"
+        )
+        figures.append(
+            _figure(
+                f"restart GETs on a correct cache of {label} vs pages of every list + changed",
+                result["gets"],
+                "GETs",
+                needed,
+                target="ratio <= 1.1" if kind == "threads" else None,
+                met=result["gets"] <= 1.1 * needed if kind == "threads" else None,
+            )
+        )
+        stall_ms, idle_ms = result["stall"] * 1e3, max(result["idle"] * 1e3, 1e-3)
+        stalls.append(
+            _figure(
+                f"longest loop stall during the restart ({n:,} {kind}, {result['seconds']:.1f} s)"
+                " vs idle loop",
+                stall_ms,
+                "ms",
+                idle_ms,
+                target="<= 50 ms",
+                met=stall_ms <= 50,
+            )
+        )
+    return figures + stalls
+
+
 def run(*, small: bool = False, million: bool | None = None) -> list[Figure]:
     """The figures; ``small=True`` uses 2,000 entries instead of 100,000 (for a smoke test).
 
@@ -439,6 +685,7 @@ def run(*, small: bool = False, million: bool | None = None) -> list[Figure]:
         sizes = [2_000] if small else [10_000, 100_000] + ([1_000_000] if million else [])
         for entries in sizes:
             figures += _big_cache_figures(Path(tmp), entries, rounds=1 if small else 3)
+        figures += _restart_figures(Path(tmp), 200 if small else 10_000)
     return figures
 
 

@@ -7,7 +7,7 @@ import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, NoReturn, Protocol
+from typing import Any, Literal, NoReturn, Protocol
 from urllib.parse import quote
 
 import aiohttp
@@ -60,6 +60,14 @@ class Endpoint:
     owner: str | None = None
     # The resource type of the items, when the feed announces them (discovery reads it).
     item_type: str | None = None
+    # What the resync reads (querysync/_resync.py, docs/refetch.md): the key name of one
+    # item's detail; what in an item proves a cached detail current without a GET
+    # ("etag": the item's etag is the detail's; "data": the item is the whole detail
+    # body; None: nothing, the list reads fewer columns than the detail); and whether
+    # the list names every resource of its type, so that one missing from it is gone.
+    detail: str | None = None
+    proof: Literal["etag", "data"] | None = None
+    names_all: bool = True
 
     @property
     def pages(self) -> bool:
@@ -78,6 +86,8 @@ ENDPOINTS: dict[tuple[str, bool], Endpoint] = {
         next="next",
         limit="limit",
         item_type="workflow",
+        # The live list query skips the graph: its etags hash fewer columns.
+        detail="workflow",
     ),
     ("templates", False): Endpoint("/api/workflows/examples", items="workflows"),
     ("workflow", True): Endpoint("/api/workflows/{id}"),
@@ -96,6 +106,8 @@ ENDPOINTS: dict[tuple[str, bool], Endpoint] = {
         next="next_start_key",
         limit="limit",
         item_type="job",
+        # As workflows: the list skips params, and its etags differ from the detail's.
+        detail="job",
     ),
     ("job", True): Endpoint("/api/jobs/{id}"),
     ("assets", False): Endpoint(
@@ -105,6 +117,10 @@ ENDPOINTS: dict[tuple[str, bool], Endpoint] = {
         next="next",
         limit="page_size",
         item_type="asset",
+        detail="asset",
+        proof="etag",
+        # Without filters the live server lists the home folder's children only.
+        names_all=False,
     ),
     ("asset", True): Endpoint("/api/assets/{id}"),
     ("threads", False): Endpoint(
@@ -114,6 +130,8 @@ ENDPOINTS: dict[tuple[str, bool], Endpoint] = {
         next="next",
         limit="limit",
         item_type="thread",
+        detail="thread",
+        proof="etag",
     ),
     ("thread", True): Endpoint("/api/threads/{id}"),
     ("messages", True): Endpoint(
@@ -125,6 +143,9 @@ ENDPOINTS: dict[tuple[str, bool], Endpoint] = {
         limit="limit",
         owner="/api/threads/{id}",
         item_type="message",
+        # Message bodies carry no etag, but a list item is the detail's body, whole.
+        detail="message",
+        proof="data",
     ),
     ("message", True): Endpoint("/api/messages/{id}"),
     ("collections", False): Endpoint("/api/collections/", items="collections"),
@@ -135,6 +156,7 @@ ENDPOINTS: dict[tuple[str, bool], Endpoint] = {
         next="next_cursor",
         limit="limit",
         item_type="workspace",
+        detail="workspace",
     ),
     ("workspace", True): Endpoint("/api/workspaces/{id}"),
     ("secrets", False): Endpoint(

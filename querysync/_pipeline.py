@@ -88,6 +88,7 @@ def build_pipeline(
     fetch_missing: bool = False,
     on_reject: RejectHandler | None = None,
     scheduler: abc.SchedulerBase | None = None,
+    resync_refetch: Refetch | None = None,
 ) -> Pipeline:
     """The querysync pipeline over ``source`` (frames, dicts and ``Resync`` signals).
 
@@ -95,7 +96,9 @@ def build_pipeline(
     the throttle off). ``registry`` defaults to :func:`querysync.nodetool_registry`.
     With a ``cache``, each invalidation is applied to it (see
     :func:`querysync.sinks.apply`) before it is passed on; nothing runs until the
-    returned ``observable`` is subscribed.
+    returned ``observable`` is subscribed. ``resync_refetch`` (default None: ``refetch``)
+    is what a :class:`querysync.Resync` refetches (``sync`` passes "active" in mirror
+    mode and runs its own resync, which fetches only what the lists cannot prove).
     """
     parse = resource_changes(on_reject=on_reject)
     throttle = throttle_per_resource(window, scheduler=scheduler) if window else None
@@ -107,7 +110,10 @@ def build_pipeline(
     if cache is not None:
         from .sinks import apply
 
-        stream = stream.pipe(apply(cache, refetch=refetch, fetch_missing=fetch_missing))
+        stage = apply(
+            cache, refetch=refetch, fetch_missing=fetch_missing, resync_refetch=resync_refetch
+        )
+        stream = stream.pipe(stage)
     # One subscription upstream however many observers downstream: the counts and the
     # cache effects happen once per frame, not once per subscriber.
     return Pipeline(stream.pipe(rx_ops.share()), parse, throttle, keys, window or None)

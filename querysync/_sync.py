@@ -6,6 +6,7 @@ import asyncio
 import functools
 import logging
 import os
+from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, cast
@@ -15,9 +16,10 @@ from reactivex import abc
 
 from ._keys import KeyRegistry, QueryKey, mirrored_by_table, nodetool_registry
 from ._model import Resource, ResourceChangeUpdate
-from ._nodetool import LIST_KEYS, LISTED_TYPES, NodeToolApi, endpoint_for
+from ._nodetool import LIST_KEYS, NodeToolApi, endpoint_for
 from ._parents import ParentResolver
 from ._pipeline import Pipeline, Refetch, build_pipeline
+from ._resync import resync
 from ._signals import Invalidation, Resync
 from ._token import TokenProvider, TokenSource
 from ._types import SourceStats, SyncStats
@@ -59,10 +61,13 @@ class Sync:
 
     Mirror mode fetches the lists once the feed is connected (and again at each
     connection that finds one missing), so that no change can fall between a list's
-    answer and the first frame. After a resync (a reconnection) it also reads the
-    refetched lists and fetches every listed resource it holds no entry for: changes
-    sent while the connection was down are lost, and a resource created then is named
-    nowhere else. Lists are read whole (every page), so it is found wherever it sits.
+    answer and the first frame. After a reconnection, and at the start on a persisted
+    cache, changes were missed: every entry is marked stale (one write), then the
+    resync (:func:`querysync._resync.resync`) reads every list, whole, and fetches only
+    what they cannot prove current: resources new to the cache, changed, or of a type
+    whose list etags prove nothing (workflows, jobs), and the per-resource lists no
+    etag covers (messages, versions); a resource gone from its complete list is removed
+    without a GET. docs/refetch.md says what that fetches per type.
     A message frame (which names no thread) reaches only its thread's message list:
     ``parents`` finds the thread (see :class:`querysync._parents.ParentResolver`).
     """
@@ -88,6 +93,9 @@ class Sync:
         self._registry = registry if registry is not None else nodetool_registry()
         self._parents = parents
         self._discovery: asyncio.Task[None] | None = None
+        # What the resyncs did, summed: confirmed (fresh without a GET), fetched, removed.
+        self.resyncs: Counter[str] = Counter()
+        self._lists_now: frozenset[QueryKey] = frozenset()
         self._session = session
         self._owns_cache = owns_cache
         self._subscription: abc.DisposableBase | None = None
@@ -130,9 +138,13 @@ class Sync:
         if state is not ConnectionState.CONNECTED:
             return
         if self._resumed:
+            # Every entry is stale since _start (one generation write); the resync
+            # fetches what the lists cannot prove current, not every entry.
             self._resumed = False
-            self.cache.invalidate_all(refetch="all")
             self._start_discovery()
+        # A list whose fetch is already in flight may have been asked for before the
+        # connection dropped: the resync must not take its answer for the list of now.
+        self._lists_now = frozenset(k for k in LIST_KEYS if not self.cache.fetching(k))
         for key in LIST_KEYS:
             self.cache.prefetch(key)
 
@@ -165,38 +177,16 @@ class Sync:
         self._discovery = asyncio.get_running_loop().create_task(self._discover())
 
     async def _discover(self) -> None:
-        """Fetch the keys of every listed resource the cache has no entry for."""
+        """The resync: read every list, fetch only what they cannot prove current."""
         try:
-            lists = [(key, member, rtype) for key, (member, rtype) in LISTED_TYPES.items()]
-            threads = await self._discover_in(lists)
-            await self._discover_in([(("messages", t), "messages", "message") for t in threads])
+            done = await resync(self.cache, self._registry, trusted=lambda: self._lists_now)
+            self.resyncs.update(done)
+            log.info("resync: %s", dict(done))
         except asyncio.CancelledError:
             raise
         except Exception:
-            # A server that answers lists in another shape costs the discovery only.
+            # A server that answers lists in another shape costs the resync only.
             log.exception("reading the lists after a resync failed")
-
-    async def _discover_in(self, lists: list[tuple[QueryKey, str, str]]) -> list[str]:
-        """Prefetch the missing keys of the items of ``lists``; the ids of the threads seen.
-
-        ``lists`` holds (list key, the body member of its items, their resource type).
-        The fetcher reads every page, so each entry holds the whole list.
-        """
-        entries = await asyncio.gather(*(self.cache.fetch(key) for key, _, _ in lists))
-        threads: list[str] = []
-        for (_, member, resource_type), entry in zip(lists, entries, strict=True):
-            body = entry.data if entry is not None else None
-            items = body.get(member) if isinstance(body, dict) else None
-            for item in items if isinstance(items, list) else ():
-                rid = item.get("id") if isinstance(item, dict) else None
-                if not isinstance(rid, str) or not rid:
-                    continue
-                if resource_type == "thread":
-                    threads.append(rid)
-                for key in mirrored_keys(self._registry, resource_type, rid):
-                    if key not in self.cache:
-                        self.cache.prefetch(key)
-        return threads
 
     def _on_error(self, error: Exception) -> None:
         log.error("sync stopped: %s", error)
@@ -465,6 +455,8 @@ async def sync(
             refetch=refetch,
             fetch_missing=mirror,
             on_reject=on_reject,
+            # A Resync refetches the watched keys; in mirror mode, the resync the rest.
+            resync_refetch="active",
         )
         running = Sync(
             source=source,

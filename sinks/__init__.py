@@ -50,6 +50,7 @@ def apply(
     *,
     refetch: RefetchType = "active",
     fetch_missing: bool = False,
+    resync_refetch: RefetchType | None = None,
 ) -> Stage[Invalidation | Resync, Invalidation | Resync]:
     """Invalidations -> the same invalidations, each applied to ``cache`` on the way.
 
@@ -65,7 +66,8 @@ def apply(
     through :meth:`QueryCache.apply_invalidation` (see there for the rules, including
     the etag check that leaves fresh entries alone), with ``refetch`` deciding what is
     fetched again and ``fetch_missing=True`` (the mirror mode) also fetching specific
-    keys that have a fetcher but no entry yet.
+    keys that have a fetcher but no entry yet. ``resync_refetch`` (default None: as
+    ``refetch``) is what a Resync refetches.
 
     An exception from the cache (closed, bad item) is logged and counted (``errors`` in
     the returned stage's ``counts`` and ``apply_errors`` in ``cache.stats()``); the item
@@ -73,7 +75,7 @@ def apply(
     further down (``downstream_errors``). Refetches run on the running asyncio loop; on
     virtual time with no loop, entries are only marked stale.
     """
-    return apply_(cache, refetch, fetch_missing)
+    return apply_(cache, refetch, fetch_missing, resync_refetch)
 
 
 def _claim_public_classes() -> None:

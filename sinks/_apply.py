@@ -19,8 +19,15 @@ log = logging.getLogger("querysync.sinks")
 _Item = Invalidation | Resync
 
 
-def apply_(cache: QueryCache, refetch: RefetchType, fetch_missing: bool) -> Stage[_Item, _Item]:
+def apply_(
+    cache: QueryCache,
+    refetch: RefetchType,
+    fetch_missing: bool,
+    resync_refetch: RefetchType | None = None,
+) -> Stage[_Item, _Item]:
     _check_refetch(refetch)
+    on_resync = refetch if resync_refetch is None else resync_refetch
+    _check_refetch(on_resync)
 
     def build(source: Observable[_Item], counts: Counter[str]) -> Observable[_Item]:
         def subscribe(
@@ -28,7 +35,8 @@ def apply_(cache: QueryCache, refetch: RefetchType, fetch_missing: bool) -> Stag
         ) -> abc.DisposableBase:
             def on_next(item: _Item) -> None:
                 try:
-                    cache.apply_invalidation(item, refetch=refetch, fetch_missing=fetch_missing)
+                    chosen = on_resync if isinstance(item, Resync) else refetch
+                    cache.apply_invalidation(item, refetch=chosen, fetch_missing=fetch_missing)
                 except Exception:
                     # A closed cache or a bad item costs this item's effects only: the
                     # stream (and the items after it) go on.

@@ -715,6 +715,81 @@ class QueryCache:
             k in self._scheduler, failures, error, entry.updated_at, entry.stale, True
         )
 
+    def fetching(self, key: KeyLike) -> bool:
+        """True while a fetch of ``key`` runs, waits to retry or is held for its window."""
+        return as_query_key(key) in self._scheduler
+
+    def marked_fresh(self, key: KeyLike) -> bool:
+        """True when the key index marks the entry of ``key`` fresh; reads no row."""
+        return self._mark_of(as_query_key(key)) == self._gen
+
+    async def confirm(self, key: KeyLike, etag: str) -> bool:
+        """Mark the stale entry of ``key`` fresh, without a fetch, when it holds ``etag``.
+
+        True when the entry is fresh afterwards (it was already, or its stored etag is
+        ``etag``); False when it is missing or holds another state. See :meth:`confirm_many`.
+        """
+        k = as_query_key(key)
+        return k in await self.confirm_many([(k, partial(_has_etag, etag))])
+
+    async def confirm_many(
+        self,
+        proofs: Iterable[tuple[KeyLike, Callable[[CacheEntry], bool]]],
+        *,
+        batch: int = 500,
+    ) -> frozenset[QueryKey]:
+        """The keys among ``proofs`` whose entries are fresh once the proofs are applied.
+
+        Each proof is a key and a test of its stored entry (its etag equals a list's,
+        its data equals a list item): a stale entry that passes is marked fresh again
+        as a fetch would, its data unchanged and its error cleared, with no request
+        (a ``skipped_fresh`` event); an entry already fresh counts as fresh untested.
+        Rows not held in memory are read on a worker thread, ``batch`` (default 500) at
+        a time, and the loop is given back between batches: a million proofs never
+        hold it for long.
+        """
+        self._check_writable()
+        fresh: dict[QueryKey, None] = {}
+        items = [(as_query_key(k), test) for k, test in proofs]
+        for start in range(0, len(items), batch):
+            chunk = items[start : start + batch]
+            cold = [k for k, _ in chunk if self._held(k) is _UNKNOWN]
+            loaded = await asyncio.to_thread(_read_all, self._reader, cold) if cold else {}
+            self._check_writable()
+            for k, test in chunk:
+                mark = self._mark_of(k)
+                if mark is None:
+                    continue
+                if mark == self._gen:
+                    fresh[k] = None
+                    continue
+                record = self._held(k)
+                on_disk = record is _UNKNOWN
+                if on_disk:
+                    found = loaded.get(k)
+                    op = self._store.lookup(k)
+                    record = op.apply(found) if found and isinstance(op, Mark) else found
+                if not isinstance(record, Record):
+                    continue
+                e = record.entry
+                if not test(e):
+                    continue
+                entry = CacheEntry(e.key, e.data, e.etag, False, e.updated_at, None)
+                confirmed = Record(entry, record.data_json)
+                if on_disk:
+                    # Written, not kept: 20,000 confirmed rows held in the tier were as
+                    # many objects more for every full collection to walk (on the loop).
+                    confirmed.gen = self._gen
+                    self._set_mark(k, self._gen)
+                    assert isinstance(self._store, EntryStore)
+                    self._store.put(k, confirmed)
+                else:
+                    self._commit(confirmed)
+                self._publish("skipped_fresh", k)
+                fresh[k] = None
+            await asyncio.sleep(0)
+        return frozenset(fresh)
+
     # A timeout argument (not only asyncio.timeout around it): issue 12.10 asks for one,
     # and it returns False rather than raising, for callers that poll.
     async def wait_idle(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
@@ -1231,6 +1306,15 @@ def _record(key: QueryKey, data: Any, etag: str | None, *, text: str | None = No
         data = parse_json(text)
     entry = CacheEntry(key, data, etag_of(data, etag), False, time.time(), None)
     return Record(entry, text)
+
+
+def _has_etag(etag: str, entry: CacheEntry) -> bool:
+    return entry.etag == etag
+
+
+def _read_all(reader: RowReader, keys: list[QueryKey]) -> dict[QueryKey, Record | None]:
+    """The stored records of ``keys`` (a worker thread's job: it reads disk)."""
+    return {key: reader.read(key) for key in keys}
 
 
 def _check_refetch(refetch: str) -> None:

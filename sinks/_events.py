@@ -43,7 +43,8 @@ class CacheEvent:
 
     - ``set``: :meth:`QueryCache.set` stored data;
     - ``invalidated``: an entry was marked stale;
-    - ``skipped_fresh``: an update's etag equals the entry's, so it stayed fresh;
+    - ``skipped_fresh``: an update's etag equals the entry's, so it stayed fresh (or a
+      list proved a stale entry current: :meth:`QueryCache.confirm_many`);
     - ``removed``: an entry was removed;
     - ``resync``: everything was invalidated after a :class:`querysync.Resync` (key ``()``);
     - ``fetch_started``: one fetch attempt began;

@@ -29,6 +29,10 @@ def test_bench_cache_small_run_reports_positive_figures() -> None:
         "invalidate_all",
         "longest",
         "longest",
+        "restart",
+        "restart",
+        "longest",
+        "longest",
     ]
     for fig in figures:
         assert set(fig) == {"name", "value", "unit", "baseline", "ratio", "target", "met"}
