@@ -41,7 +41,7 @@ async def shared_sync(
     **options: Any,
 ) -> Sync:
     """Wait for the lease, then a running Sync whose cache is published into the bucket."""
-    from ._sync import sync
+    from ._sync import open_for_sync, sync
     from .sinks import QueryCache
     from .sinks._shared_cache import read_bucket
     from .sinks._shared_conn import LeaseLostError, ShareConfig, connect_bucket, redact
@@ -62,16 +62,9 @@ async def shared_sync(
         # Renewing from now on: opening the folder and reading the bucket can take longer
         # than the lease on a busy machine, and a lapsed lease is a standby's to take.
         publisher.start()
-        # Opened as sync() opens its own: one fetch per key per throttle window (without
-        # it a shared sync made 1.8 times the GETs of a plain one), the index read off
-        # the loop before _seed walks it.
-        window = options.get("window", 0.25)
-        qc = (
-            cache
-            if isinstance(cache, QueryCache)
-            else await asyncio.to_thread(QueryCache, cache, fetch_window=window or 0.0)
-        )
-        await asyncio.to_thread(qc.load_index)
+        # Opened as sync() opens its own (fetch window, index read off the loop): _seed
+        # walks every key, and without the window a shared sync made 1.8 times the GETs.
+        qc = await open_for_sync(cache, options.get("window", 0.25))
         held = await read_bucket(config)
         if held:  # else a first publisher: its folder's entries are published as they are
             _seed(qc, held)

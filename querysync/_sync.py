@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from .sinks._shared_conn import ShareConfig
     from .streams import ConnectionState, WebSocketSource
 
-__all__ = ["StartingSync", "Sync", "mirrored_keys", "sync"]
+__all__ = ["StartingSync", "Sync", "mirrored_keys", "open_for_sync", "sync"]
 
 log = logging.getLogger("querysync.sync")
 
@@ -413,22 +413,7 @@ async def sync(
     owns_cache = not isinstance(cache, QueryCache)
     # The cache first: opening it is what fails on a bad directory, and a session made
     # before it would be left open.
-    # Opening reads no entry, but the key index (read once, seconds at a million
-    # entries) is read here too: off the loop, so that a process that also serves
-    # other connections keeps answering meanwhile.
-    # A cache opened here fetches each key at most once per throttle window too: the
-    # throttle bounds updates per resource, the fetch window fetches per shared key.
-    qc = (
-        cache
-        if isinstance(cache, QueryCache)
-        else await asyncio.to_thread(QueryCache, cache, fetch_window=window or 0.0)
-    )
-    try:
-        await asyncio.to_thread(qc.load_index)
-    except BaseException:
-        if owns_cache:
-            await qc.aclose()
-        raise
+    qc = await open_for_sync(cache, window)
     owns_session = session is None
     http = session
     try:
@@ -477,3 +462,31 @@ async def sync(
             await http.close()
         raise
     return running
+
+
+async def open_for_sync(
+    cache: QueryCache | str | os.PathLike[str], window: float | None
+) -> QueryCache:
+    """``cache`` itself, or a QueryCache opened in that directory as ``sync()`` needs it.
+
+    A cache opened here fetches each key at most once per throttle window: the throttle
+    bounds updates per resource, the fetch window the fetches of shared keys. Opening
+    reads no entry, but the key index (seconds at a million entries) is read here too,
+    off the loop, so that a process that also serves other connections keeps answering.
+    A cache opened here is closed again when reading the index fails.
+    """
+    from .sinks import QueryCache
+
+    owned = not isinstance(cache, QueryCache)
+    qc = (
+        cache
+        if isinstance(cache, QueryCache)
+        else await asyncio.to_thread(QueryCache, cache, fetch_window=window or 0.0)
+    )
+    try:
+        await asyncio.to_thread(qc.load_index)
+    except BaseException:
+        if owned:
+            await qc.aclose()
+        raise
+    return qc
