@@ -6,7 +6,10 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+from reactivex.testing import TestScheduler
+
 from querysync import JSON, LIST_KEYS, Fetched, QueryKey, endpoint_for, nodetool_registry
+from querysync.sinks import QueryCache
 from querysync.testing import change
 
 
@@ -24,9 +27,10 @@ def obj(data: JSON) -> dict[str, Any]:
     return data
 
 
-def data_of(fetched: object) -> Any:
-    """What a fetcher answered, as data: a :class:`querysync.Fetched`'s data, or itself."""
-    return fetched.data if isinstance(fetched, Fetched) else fetched
+def data_of(fetched: Fetched) -> Any:
+    """The data of what ``NodeToolApi.fetch`` answered (a :class:`querysync.Fetched`)."""
+    assert isinstance(fetched, Fetched), fetched
+    return fetched.data
 
 
 def mirrored_keys(snapshot: dict[str, dict[str, Any]]) -> list[QueryKey]:
@@ -52,3 +56,25 @@ def wire(event: str, resource_type: str, resource: dict[str, Any]) -> dict[str, 
         "resource_type": resource_type,
         "resource": resource,
     }
+
+
+async def parked(cache: QueryCache) -> None:
+    """Run the loop until every fetch is done or waits on the (virtual) clock."""
+    for _ in range(1000):
+        await asyncio.sleep(0)
+        stats = cache.stats()
+        if stats["in_flight"] == stats["waiting"]:
+            return
+    raise AssertionError(f"fetches still running: {cache.stats()}")
+
+
+async def spin(turns: int = 100) -> None:
+    """Let the loop run ``turns`` times (for fetches that hang, so never park)."""
+    for _ in range(turns):
+        await asyncio.sleep(0)
+
+
+async def at(clock: TestScheduler, cache: QueryCache, seconds: float) -> None:
+    """Move virtual time to ``seconds``, then let what that released run."""
+    clock.advance_to(seconds)
+    await parked(cache)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _support import obj
+from _support import at, obj, parked, spin
 from reactivex.testing import TestScheduler
 
 from querysync import JSON, QueryKey
@@ -62,27 +62,6 @@ class Server:
 
     def count(self, key: QueryKey) -> int:
         return self.calls.count(key)
-
-
-async def parked(cache: QueryCache) -> None:
-    """Run the loop until every fetch is done or waits on the (virtual) clock."""
-    for _ in range(1000):
-        await asyncio.sleep(0)
-        stats = cache.stats()
-        if stats["in_flight"] == stats["waiting"]:
-            return
-    raise AssertionError(f"fetches still running: {cache.stats()}")
-
-
-async def spin(turns: int = 100) -> None:
-    """Let the loop run ``turns`` times (for fetches that hang, so never park)."""
-    for _ in range(turns):
-        await asyncio.sleep(0)
-
-
-async def at(clock: TestScheduler, cache: QueryCache, seconds: float) -> None:
-    clock.advance_to(seconds)
-    await parked(cache)
 
 
 def value(cache: QueryCache, key: QueryKey) -> tuple[int, bool]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _support import obj
+from _support import at, obj, parked, spin
 from reactivex.testing import TestScheduler
 
 from querysync import QueryKey
@@ -77,28 +77,6 @@ def server(cache: QueryCache) -> Server:
     s = Server()
     cache.register_fetcher((), s)
     return s
-
-
-async def parked(cache: QueryCache) -> None:
-    """Run the loop until every fetch is done or waits on the (virtual) clock."""
-    for _ in range(1000):
-        await asyncio.sleep(0)
-        stats = cache.stats()
-        if stats["in_flight"] == stats["waiting"]:
-            return
-    raise AssertionError(f"fetches still running: {cache.stats()}")
-
-
-async def spin(turns: int = 100) -> None:
-    """Let the loop run ``turns`` times (for fetches that hang, so never park)."""
-    for _ in range(turns):
-        await asyncio.sleep(0)
-
-
-async def at(clock: TestScheduler, cache: QueryCache, seconds: float) -> None:
-    """Move virtual time to ``seconds``, then let what that released run."""
-    clock.advance_to(seconds)
-    await parked(cache)
 
 
 def change(server: Server, cache: QueryCache, key: QueryKey) -> None:
