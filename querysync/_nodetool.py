@@ -22,7 +22,6 @@ from ._token import TokenProvider, TokenSource
 __all__ = [
     "ENDPOINTS",
     "INCOMPLETE_MEMBER",
-    "LISTED_TYPES",
     "LIST_KEYS",
     "Endpoint",
     "NodeToolApi",
@@ -171,13 +170,6 @@ ENDPOINTS: dict[tuple[str, bool], Endpoint] = {
 
 LIST_KEYS: tuple[QueryKey, ...] = tuple((name,) for name, has_id in ENDPOINTS if not has_id)
 """Every list query the NodeTool client keeps; mirror mode holds all of them fresh."""
-
-LISTED_TYPES: dict[QueryKey, tuple[str, str]] = {
-    key: (ep.items, ep.item_type)
-    for key in LIST_KEYS
-    if (ep := ENDPOINTS[(str(key[0]), False)]).items is not None and ep.item_type is not None
-}
-"""List key -> (the body member holding its items, the type of the resources it lists)."""
 
 FETCH_PREFIXES: tuple[QueryKey, ...] = tuple(sorted({(name,) for name, _ in ENDPOINTS}))
 
