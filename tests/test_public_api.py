@@ -70,7 +70,7 @@ OPERATORS_ALL = [
     "throttle_per_resource",
 ]
 
-TESTING_ALL = ["MarbleContext", "change", "marbles"]
+TESTING_ALL = ["MarbleContext", "change", "free_port", "marbles", "nats_server_binary"]
 
 SINKS_ALL = [
     "CacheEntry",

@@ -14,11 +14,12 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from _nats_server import NatsServer, free_port
+from _nats_server import NatsServer
 from _shared_support import spawn, spawn_mirror, start_publisher
 
 from querysync.server import NodeToolServer, Workload
 from querysync.sinks import QueryCache
+from querysync.testing import free_port
 
 
 def querysync_cli(

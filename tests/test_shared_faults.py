@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from _nats_server import NatsServer, free_port
+from _nats_server import NatsServer
 from _shared_support import (
     Proxy,
     agreed,
@@ -21,6 +21,7 @@ from _shared_support import (
 
 from querysync.server import NodeToolServer, Workload
 from querysync.sinks import SharedCache
+from querysync.testing import free_port
 
 
 async def test_a_nats_restart_mid_burst_leaves_publisher_and_readers_agreeing(
