@@ -3,146 +3,122 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 from querysync._keys import QueryKey
 
 __all__ = ["KeyTrie"]
 
 
-class _Node:
-    __slots__ = ("children", "key", "mark")
-
-    def __init__(self) -> None:
-        # Leaves are most nodes; they get a dict only when a longer key passes through.
-        self.children: dict[Any, _Node] | None = None
-        self.key: QueryKey | None = None
-        # What the owner keeps per key (the cache: the generation an entry is fresh at,
-        # or -1 when stale). A small int: CPython shares those, so it costs one slot.
-        self.mark = 0
-
-
 class KeyTrie:
-    """A set of query keys, one trie level per key element.
+    """A set of query keys with a small int mark each, found by prefix without a scan.
 
     Invalidating ``("workflow", "w1")`` in a cache of 100,000 entries must not look at
-    the other 99,998: walking two levels and collecting the subtree costs time in
-    proportion to the matches, not to the cache. Elements compare as dict keys, i.e.
-    with Python equality, the same rule :func:`querysync.key_matches` applies to
-    tuples (so ``1``, ``1.0`` and ``True`` are one element, as they are in a tuple).
+    the other 99,998: each key is also filed under each of its proper prefixes, so a
+    prefix's keys are one dict lookup away and cost time in proportion to the matches.
+    Elements compare as dict keys, i.e. with Python equality, the same rule
+    :func:`querysync.key_matches` applies to tuples (so ``1``, ``1.0`` and ``True`` are
+    one element, as they are in a tuple).
+
+    Why flat dicts and not a tree of node objects: the cyclic garbage collector walks
+    every container object alive at each full collection, on whichever thread starts
+    it. A node object per key made the index the largest thing it walked (30,000 nodes
+    for 10,000 threads: a 100 ms event-loop stall per full collection). Here a key
+    costs entries in a few large dicts, and its tuple of JSON scalars is untracked by
+    the collector after the first young collection it survives; the marks are ints.
     """
 
-    __slots__ = ("_root", "_size")
+    __slots__ = ("_marks", "_under")
 
     def __init__(self) -> None:
-        self._root = _Node()
-        self._size = 0
+        # What the owner keeps per key (the cache: the generation an entry is fresh at,
+        # or -1 when stale). A small int: CPython shares those, so it costs one slot.
+        self._marks: dict[QueryKey, int] = {}
+        # Every proper, non-empty prefix of a key -> the keys under it (a dict as an
+        # ordered set whose values are all None).
+        self._under: dict[QueryKey, dict[QueryKey, None]] = {}
 
     def __len__(self) -> int:
-        return self._size
+        return len(self._marks)
 
     def __contains__(self, key: QueryKey) -> bool:
-        node = self._find(key)
-        return node is not None and node.key is not None
+        return key in self._marks
 
     def __iter__(self) -> Iterator[QueryKey]:
-        return iter(self.matching(()))
+        return iter(list(self._marks))
 
     def add(self, key: QueryKey, mark: int = 0) -> bool:
         """Add ``key`` (or set its mark); True when it was not there yet."""
-        node = self._root
-        for part in key:
-            if node.children is None:
-                node.children = {}
-            child = node.children.get(part)
-            if child is None:
-                child = node.children[part] = _Node()
-            node = child
-        node.mark = mark
-        if node.key is not None:
+        marks = self._marks
+        if key in marks:
+            marks[key] = mark
             return False
-        node.key = key
-        self._size += 1
+        marks[key] = mark
+        under = self._under
+        for end in range(1, len(key)):
+            prefix = key[:end]
+            bucket = under.get(prefix)
+            if bucket is None:
+                under[prefix] = {key: None}
+            else:
+                bucket[key] = None
         return True
 
     def mark_of(self, key: QueryKey) -> int | None:
         """The mark of ``key``; None when the key is not in the set."""
-        node = self._find(key)
-        return None if node is None or node.key is None else node.mark
+        return self._marks.get(key)
 
     def set_mark(self, key: QueryKey, mark: int) -> int | None:
         """Set the mark of ``key`` when it is in the set; its previous mark (None: absent)."""
-        node = self._find(key)
-        if node is None or node.key is None:
-            return None
-        old, node.mark = node.mark, mark
+        marks = self._marks
+        old = marks.get(key)
+        if old is not None:
+            marks[key] = mark
         return old
 
     def count_marked(self, mark: int) -> int:
-        """How many keys carry ``mark`` (a walk of the whole set)."""
-        count = 0
-        stack = [self._root]
-        while stack:
-            n = stack.pop()
-            if n.key is not None and n.mark == mark:
-                count += 1
-            if n.children:
-                stack.extend(n.children.values())
-        return count
+        """How many keys carry ``mark`` (a pass over every mark, in C)."""
+        return list(self._marks.values()).count(mark)
 
     def discard(self, key: QueryKey) -> bool:
-        """Remove ``key`` and prune the branch it leaves empty; True when it was there."""
-        path: list[tuple[_Node, Any]] = []
-        node = self._root
-        for part in key:
-            children = node.children
-            child = children.get(part) if children is not None else None
-            if child is None:
-                return False
-            path.append((node, part))
-            node = child
-        if node.key is None:
+        """Remove ``key`` and the prefix buckets it leaves empty; True when it was there."""
+        if self._marks.pop(key, None) is None:
             return False
-        node.key = None
-        self._size -= 1
-        for parent, part in reversed(path):
-            if node.key is not None or node.children:
-                break
-            assert parent.children is not None
-            del parent.children[part]
-            node = parent
+        under = self._under
+        for end in range(1, len(key)):
+            prefix = key[:end]
+            bucket = under[prefix]
+            del bucket[key]
+            if not bucket:
+                del under[prefix]
         return True
 
     def matching(self, prefix: QueryKey, *, exact: bool = False) -> list[QueryKey]:
         """The keys equal to ``prefix`` (exact) or starting with it element by element."""
-        node = self._find(prefix)
-        if node is None:
-            return []
-        if exact:
-            return [node.key] if node.key is not None else []
-        found: list[QueryKey] = []
-        stack = [node]
-        while stack:
-            n = stack.pop()
-            if n.key is not None:
-                found.append(n.key)
-            if n.children:
-                stack.extend(n.children.values())
+        if not prefix:
+            return [] if exact else list(self._marks)
+        found = [self._stored(prefix)] if prefix in self._marks else []
+        if not exact:
+            bucket = self._under.get(prefix)
+            if bucket is not None:
+                found.extend(bucket)
         return found
 
     def clear(self) -> None:
         """Forget every key."""
-        self._root = _Node()
-        self._size = 0
+        self._marks = {}
+        self._under = {}
 
-    def _find(self, key: QueryKey) -> _Node | None:
-        node = self._root
-        for part in key:
-            children = node.children
-            if children is None:
-                return None
-            child = children.get(part)
-            if child is None:
-                return None
-            node = child
-        return node
+    def _stored(self, key: QueryKey) -> QueryKey:
+        """The key object as it was added, which may differ from an equal ``key``.
+
+        ``("page", 1)`` and ``("page", True)`` are one key here but name different rows
+        on disk, so the caller gets the one stored. Only numbers and booleans compare
+        equal across types; keys without them (nearly all) are returned as they are.
+        """
+        if all(type(part) is str or part is None for part in key):
+            return key
+        pool = self._under.get(key[:-1], {}) if len(key) > 1 else self._marks
+        for stored in pool:
+            if len(stored) == len(key) and stored == key:
+                return stored
+        return key

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -45,7 +47,7 @@ def test_discard_prunes_and_keeps_siblings() -> None:
     assert trie.matching(("a",)) == [("a", "x")]
     assert trie.discard(("a", "x"))
     assert len(trie) == 0
-    assert trie._root.children == {}
+    assert trie._under == {}  # no empty prefix bucket is left behind
 
 
 def test_add_twice_counts_once() -> None:
@@ -69,3 +71,21 @@ def test_matching_equals_key_matches_scan(
     assert len(found) == len(set(found))
     assert set(found) == expected
     assert len(trie) == len(model)
+    # Each key found is the object first added (1 and True are one element here, but
+    # they name different rows on disk).
+    first = {k: k for k in reversed(added) if k in model}
+    for key in found:
+        assert repr(key) == repr(first[key])
+
+
+def test_ten_thousand_keys_leave_the_collector_next_to_nothing_to_walk() -> None:
+    # Every full collection walks each tracked container; an index that costs one per
+    # key stalls the event loop in proportion to the cache (a node per key did).
+    gc.collect()
+    before = len(gc.get_objects())
+    trie = _trie(
+        [(t, f"id{i}", *([] if i % 2 else ["graph"])) for i in range(5000) for t in ("a", "b")]
+    )
+    gc.collect()
+    assert len(trie) == 10_000
+    assert len(gc.get_objects()) - before < 100
