@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, Any
 
@@ -116,15 +116,7 @@ async def _resync_type(
     assert ep.item_type is not None
     detail = ep.detail
     others = _other_keys(registry, ep.item_type, detail)
-    proofs: list[tuple[QueryKey, Callable[[CacheEntry], bool]]] = []
-    for n, (rid, item) in enumerate(listed.items.items()):
-        key: QueryKey = (detail, rid)
-        test = _proof(ep, item)
-        if test is not None and key in cache:
-            proofs.append((key, test))
-        if n % _YIELD_EVERY == _YIELD_EVERY - 1:
-            await asyncio.sleep(0)
-    fresh = await cache.confirm_many(proofs)
+    fresh = await cache.confirm_many(_proofs(cache, ep, detail, listed.items))
     counts["confirmed"] += len(fresh)
     wanted: list[QueryKey] = []
     children: list[QueryKey] = []
@@ -166,9 +158,9 @@ async def _resync_type(
         # when every list of every resource was read (none cut, none failed).
         union = _Listed()
         union.complete = listed.complete
-        for key in children:
-            if key[0] == name:
-                union.add(got.get(key), child)
+        for child_key in children:
+            if child_key[0] == name:
+                union.add(got.get(child_key), child)
         await _resync_type(cache, registry, child, union, counts, width, before)
 
 
@@ -188,6 +180,18 @@ def _child_endpoint(name: str) -> Endpoint | None:
     """The endpoint of a per-resource list whose items have their own details, if any."""
     ep = ENDPOINTS.get((name, True))
     return ep if ep is not None and ep.items is not None and ep.detail is not None else None
+
+
+def _proofs(
+    cache: QueryCache, ep: Endpoint, detail: str, items: Items
+) -> Iterator[tuple[QueryKey, Callable[[CacheEntry], bool]]]:
+    """The proof of each listed resource whose detail is cached, made as it is asked for
+    (``confirm_many`` takes them a batch at a time and yields the loop between)."""
+    for rid, item in items.items():
+        key: QueryKey = (detail, rid)
+        test = _proof(ep, item)
+        if test is not None and key in cache:
+            yield key, test
 
 
 def _proof(ep: Endpoint, item: dict[str, Any]) -> Callable[[CacheEntry], bool] | None:

@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from collections.abc import Set as AbstractSet
 from functools import partial
+from itertools import islice
 from typing import Any, Final, Literal, cast, overload
 
 import reactivex
@@ -364,7 +365,7 @@ class QueryCache:
     def _entry_of(self, key: QueryKey, record: Record) -> CacheEntry:
         """The entry as it reads now: stale when marked so, or older than the generation."""
         mark = self._mark_of(key)
-        if (mark == _STALE or record.gen < self._gen) and not record.entry.stale:
+        if (mark == _STALE or record.gen < self._gen) and not record.stale:
             return record.with_stale().entry
         return record.entry
 
@@ -750,9 +751,10 @@ class QueryCache:
         """
         self._check_writable()
         fresh: dict[QueryKey, None] = {}
-        items = [(as_query_key(k), test) for k, test in proofs]
-        for start in range(0, len(items), batch):
-            chunk = items[start : start + batch]
+        # Taken ``batch`` at a time: a caller's generator then never has more than that
+        # many tests alive (each a closure: two objects more for the collector to walk).
+        pending = iter(proofs)
+        while chunk := [(as_query_key(k), test) for k, test in islice(pending, batch)]:
             cold = [k for k, _ in chunk if self._held(k) is _UNKNOWN]
             loaded = await asyncio.to_thread(_read_all, self._reader, cold) if cold else {}
             self._check_writable()
@@ -986,9 +988,9 @@ class QueryCache:
 
     def _commit(self, record: Record) -> None:
         """Make ``record`` the entry of its key: memory, index, write queue, watchers."""
-        key = record.entry.key
+        key = record.head[0]
         record.gen = self._gen
-        self._set_mark(key, _STALE if record.entry.stale else self._gen)
+        self._set_mark(key, _STALE if record.stale else self._gen)
         self._tier.put(key, record)
         assert isinstance(self._store, EntryStore)
         self._store.put(key, record)
@@ -1051,7 +1053,7 @@ class QueryCache:
                 continue
             if new is None:
                 marks.append(key)
-            elif tier.get(key) in (new, None):
+            elif tier.holds(key, new):
                 records.append((key, new))
         assert isinstance(self._store, EntryStore)
         if records:
@@ -1131,7 +1133,7 @@ class QueryCache:
             # Only an entry held in memory can prove it: reading its row here would put
             # a disk read on the event loop. One not held is invalidated and refetched.
             record = self._held(key)
-            if isinstance(record, Record) and record.entry.etag == etag:
+            if isinstance(record, Record) and record.etag == etag:
                 fresh.append(key)
                 self._publish("skipped_fresh", key, update=update)
         return frozenset(fresh)

@@ -15,6 +15,7 @@ from querysync._types import JSON
 
 __all__ = [
     "CacheEntry",
+    "Head",
     "Record",
     "as_query_key",
     "decode_head",
@@ -57,6 +58,12 @@ class CacheEntry:
     error: str | None = None
 
 
+Head = tuple[QueryKey, str | None, bool, float, str | None]
+"""An entry minus its data: ``(key, etag, stale, updated_at, error)``."""
+
+_UNDECODED: Any = object()
+
+
 class Record:
     """An entry plus its data as JSON text, so marking it stale never re-encodes on the loop.
 
@@ -65,41 +72,87 @@ class Record:
     ``gen`` is the cache's invalidation generation when the entry was stored: once
     ``invalidate_all`` has moved the generation past it, the entry reads as stale
     without its row being rewritten (0 for rows written before generations existed).
+
+    A record made by :meth:`of_text` holds the text only and decodes the data the
+    first time ``entry`` is read: the memory tier keeps entries as text, which the
+    garbage collector never walks, and marking one stale does not decode it.
     """
 
-    __slots__ = ("data_json", "entry", "gen")
+    __slots__ = ("_data", "_entry", "_head", "data_json", "gen")
 
     def __init__(self, entry: CacheEntry, data_json: str | None, gen: int = 0) -> None:
-        self.entry = entry
+        self._entry: CacheEntry | None = entry
+        self._head: Head = (entry.key, entry.etag, entry.stale, entry.updated_at, entry.error)
+        self._data: Any = entry.data
         self.data_json = data_json
         self.gen = gen
 
+    @classmethod
+    def of_text(cls, head: Head, data_json: str, gen: int) -> Record:
+        """The record of ``head`` whose data is ``data_json``, decoded when first read."""
+        record = cls.__new__(cls)
+        record._entry = None
+        record._head = head
+        record._data = _UNDECODED
+        record.data_json = data_json
+        record.gen = gen
+        return record
+
+    @property
+    def entry(self) -> CacheEntry:
+        """The entry (its data decoded now if this record was made from text)."""
+        entry = self._entry
+        if entry is None:
+            data = self._data
+            if data is _UNDECODED:
+                assert self.data_json is not None
+                data = self._data = parse_json(self.data_json)
+            key, etag, stale, updated_at, error = self._head
+            entry = self._entry = CacheEntry(key, data, etag, stale, updated_at, error)
+        return entry
+
+    @property
+    def head(self) -> Head:
+        """``(key, etag, stale, updated_at, error)``, without decoding the data."""
+        return self._head
+
+    @property
+    def stale(self) -> bool:
+        """Whether the entry is marked stale (read without decoding the data)."""
+        return self._head[2]
+
+    @property
+    def etag(self) -> str | None:
+        """The entry's etag (read without decoding the data)."""
+        return self._head[1]
+
+    def _derived(self, stale: bool, error: str | None) -> Record:
+        key, etag, _, updated_at, _ = self._head
+        head = (key, etag, stale, updated_at, error)
+        if self._data is _UNDECODED:
+            assert self.data_json is not None
+            return Record.of_text(head, self.data_json, self.gen)
+        entry = CacheEntry(key, self._data, etag, stale, updated_at, error)
+        return Record(entry, self.data_json, self.gen)
+
     def with_stale(self) -> Record:
         """The same entry marked stale (dataclasses.replace is slow for a hot path)."""
-        e = self.entry
-        entry = CacheEntry(e.key, e.data, e.etag, True, e.updated_at, e.error)
-        return Record(entry, self.data_json, self.gen)
+        return self._derived(True, self._head[4])
 
     def with_error(self, error: str) -> Record:
         """The same entry marked stale with the message of a failed fetch."""
-        e = self.entry
-        entry = CacheEntry(e.key, e.data, e.etag, True, e.updated_at, error)
-        return Record(entry, self.data_json, self.gen)
+        return self._derived(True, error)
 
     def seen_at(self, generation: int) -> Record:
         """This record as it reads when the cache's generation is ``generation``."""
-        if self.gen < generation and not self.entry.stale:
+        if self.gen < generation and not self._head[2]:
             return self.with_stale()
         return self
-
-    def size(self) -> int:
-        """Bytes this record holds in memory, estimated (parsed JSON is ~5x its text)."""
-        return 200 + 6 * len(self.json())
 
     def json(self) -> str:
         """The data as JSON text, computed once."""
         if self.data_json is None:
-            self.data_json = encode_data(self.entry.data)
+            self.data_json = encode_data(self._data)
         return self.data_json
 
 
@@ -175,19 +228,18 @@ def etag_of(data: Any, etag: str | None) -> str | None:
 
 def encode_record(record: Record) -> bytes:
     """The JSON document stored as a row's value: ``{etag, stale, updated_at, error, data}``."""
-    e = record.entry
+    _, etag_value, stale_value, updated, error_value = record.head
     # Written by hand rather than with json.dumps (four times slower, once per row on
     # the writer thread), with json's own string escaping and number formatting. The
     # data is spliced in as already-encoded text: re-writing a stale flag must not
     # re-serialise a large document.
-    etag = "null" if e.etag is None else _escape(e.etag)
-    error = "null" if e.error is None else _escape(e.error)
-    updated = e.updated_at
+    etag = "null" if etag_value is None else _escape(etag_value)
+    error = "null" if error_value is None else _escape(error_value)
     if type(updated) is float and updated - updated == 0.0:  # finite: json writes repr()
         at = repr(updated)
     else:
         at = json.dumps(updated)
-    stale = "true" if e.stale else "false"
+    stale = "true" if stale_value else "false"
     return (
         f'{{"etag":{etag},"stale":{stale},"updated_at":{at},"error":{error},'
         f'"gen":{int(record.gen)},"data":{record.json()}}}'
