@@ -776,11 +776,12 @@ class QueryCache:
                 e = record.entry
                 if not test(e):
                     continue
-                entry = CacheEntry(e.key, e.data, e.etag, False, e.updated_at, None)
-                confirmed = Record(entry, record.data_json)
+                # As text, its parsed data dropped: 10,000 confirmed rows waiting in the
+                # write queue with their data were as many objects more for every full
+                # collection to walk (on the loop).
+                confirmed = Record.of_text((k, e.etag, False, e.updated_at, None), record.json(), 0)
                 if on_disk:
-                    # Written, not kept: 20,000 confirmed rows held in the tier were as
-                    # many objects more for every full collection to walk (on the loop).
+                    # Written, not kept in the tier: the rows were not there before.
                     confirmed.gen = self._gen
                     self._set_mark(k, self._gen)
                     assert isinstance(self._store, EntryStore)
