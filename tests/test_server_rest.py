@@ -453,3 +453,36 @@ async def test_a_list_request_does_not_copy_the_store(server: NodeToolServer) ->
     changed, _ = server.store.page("workflow", limit=10)
     assert changed[0]["name"] == "changed"
     assert first[0]["name"] == "w"  # a view already handed out is never changed
+
+
+def test_a_threads_messages_are_paged_from_its_own_children_whatever_moved(
+    server: NodeToolServer,
+) -> None:
+    # The messages of one thread used to be found by looking at every message (10,000
+    # threads: 10^8 checks per resync). Pages by thread must still equal a scan, after
+    # messages are created, moved to another thread and deleted.
+    store = server.store
+    threads = [server.create("thread", {"title": f"t{i}"})["id"] for i in range(4)]
+    messages = [
+        server.create("message", {"thread_id": threads[i % 4], "content": str(i)})["id"]
+        for i in range(40)
+    ]
+    for i in range(0, 40, 3):
+        server.update("message", messages[i], {"thread_id": threads[(i + 1) % 4]})
+    for i in range(0, 40, 7):
+        server.delete("message", messages[i])
+    server.delete("thread", threads[3])
+    for tid in [*threads, "no-such-thread"]:
+        expected = [m["id"] for m in store.select("message", thread_id=tid)]
+        for newest_first in (False, True):
+            got: list[str] = []
+            after = None
+            while True:
+                page, after = store.page(
+                    "message", after=after, limit=3, newest_first=newest_first, thread_id=tid
+                )
+                got += [m["id"] for m in page]
+                if after is None:
+                    break
+            assert got == (expected[::-1] if newest_first else expected)
+    assert store.select("message", thread_id=threads[3]) == []

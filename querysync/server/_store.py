@@ -179,7 +179,16 @@ class ResourceStore:
     thread, since listeners write to the connections.
     """
 
-    __slots__ = ("_data", "_listeners", "_new_id", "_order", "_seq", "_sequence", "_views")
+    __slots__ = (
+        "_by_parent",
+        "_data",
+        "_listeners",
+        "_new_id",
+        "_order",
+        "_seq",
+        "_sequence",
+        "_views",
+    )
 
     def __init__(self, *, new_id: Callable[[], str] | None = None) -> None:
         """An empty store; ``new_id`` makes ids for creates without one (uuid4 hex)."""
@@ -195,6 +204,12 @@ class ResourceStore:
         # bisection, so reading a list of n items a page at a time costs O(n), not O(n^2).
         self._order: dict[str, tuple[list[int], dict[int, str]]] = {
             t: ([], {}) for t in RESOURCE_TYPES
+        }
+        # Per type and parent field (a message's thread_id), per parent id, the creation
+        # numbers of its children in order: the list of one thread's messages is then
+        # found without looking at every message (10,000 threads: 10^8 checks before).
+        self._by_parent: dict[str, dict[str, dict[Any, list[int]]]] = {
+            t: {name: {} for name, _ in _SCHEMAS[t].parents} for t in RESOURCE_TYPES
         }
         self._sequence = 0
         self._listeners: list[ChangeListener] = []
@@ -248,6 +263,12 @@ class ResourceStore:
         views = self._views[self._type(resource_type)]
         table = self._data[resource_type]
         numbers, owners = self._order[resource_type]
+        if len(where) == 1:
+            ((field, value),) = where.items()
+            children = self._by_parent[resource_type].get(field)
+            if children is not None:
+                # Only this parent's children, every one of which matches.
+                numbers, where = children.get(value, []), {}
         if newest_first:
             end = len(numbers) if after is None else bisect.bisect_left(numbers, after)
             positions: Iterable[int] = range(end - 1, -1, -1)
@@ -315,6 +336,8 @@ class ResourceStore:
         numbers, owners = self._order[resource_type]
         numbers.append(self._sequence)
         owners[self._sequence] = rid
+        for field, children in self._by_parent[resource_type].items():
+            children.setdefault(resource.get(field), []).append(self._sequence)
         self._views[resource_type][rid] = _list_view(schema, resource)
         # The live server's save() announces an update before the create, same etag.
         self._emit("updated", resource_type, resource)
@@ -332,6 +355,11 @@ class ResourceStore:
         self._validate(schema, body, partial=True)
         updated = {**copy.deepcopy(current), **body, "updated_at": _now()}
         updated["etag"] = etag_of(updated)
+        number = self._seq[resource_type][resource_id]
+        for field, children in self._by_parent[resource_type].items():
+            if updated.get(field) != current.get(field):
+                _unfile(children, current.get(field), number)
+                bisect.insort(children.setdefault(updated.get(field), []), number)
         self._table(resource_type)[resource_id] = updated
         self._views[resource_type][resource_id] = _list_view(schema, updated)
         self._emit("updated", resource_type, updated)
@@ -350,6 +378,8 @@ class ResourceStore:
         numbers, owners = self._order[resource_type]
         del numbers[bisect.bisect_left(numbers, number)]
         del owners[number]
+        for field, children in self._by_parent[resource_type].items():
+            _unfile(children, last.get(field), number)
         self._emit("deleted", resource_type, last)
         return copy.deepcopy(last)
 
@@ -434,3 +464,11 @@ def _writable(resource_type: str, fields: Mapping[str, Any]) -> dict[str, Any]:
 
 def _error(kind: str, name: str, msg: str) -> dict[str, Any]:
     return {"type": kind, "loc": ["body", name], "msg": msg}
+
+
+def _unfile(children: dict[Any, list[int]], parent: Any, number: int) -> None:
+    """Take creation number ``number`` out of the children of ``parent``."""
+    numbers = children[parent]
+    del numbers[bisect.bisect_left(numbers, number)]
+    if not numbers:
+        del children[parent]
