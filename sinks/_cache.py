@@ -124,9 +124,11 @@ class QueryCache:
     - ``batch_size``: at most this many rows per disk transaction, default 500.
     - ``timeout``: SQLite lock timeout, default 10.0. Another process holding the
       write lock longer makes a batch retry later; nothing is lost.
-    - ``memory_limit``: bytes of entry data kept in memory (estimated), default 64 MiB;
-      least recently used entries beyond it are dropped from memory (never from disk).
-      Watched keys stay in memory whatever the limit.
+    - ``memory_limit``: bytes of entry data kept in memory, default 64 MiB, counted as
+      each entry's JSON text plus 150 bytes (entries are held as text, which the garbage
+      collector never walks, and decoded on read; the 256 most recently used stay
+      decoded). Least recently used entries beyond it are dropped from memory (never
+      from disk). Watched keys stay in memory, decoded, whatever the limit.
     - ``read_only``: default False. Creates, discards and writes nothing, ever: a
       mismatched buster or max_age is only reported (:attr:`discard_reason`), the
       entries stay readable, and every method that would change the cache raises
@@ -287,12 +289,12 @@ class QueryCache:
         self._fresh = fresh
         self._index = trie
         if len(trie) >= _FREEZE_AT:
-            # The index is a million small objects that live as long as the cache: left to
-            # the cyclic collector, every full collection walks them all (about 25 ms per
-            # 100,000 entries, on whichever thread triggers it, the event loop's
-            # included), and the first one comes right after the collector is switched
-            # back on (measured: a 290 ms loop stall at 1M). Frozen while it is still
-            # off, the collector skips everything alive now.
+            # The index's key tuples are untracked by the collector at the first young
+            # collection they survive, but none ran while it was paused: the first one
+            # after it is switched back on would walk a million of them at once, on
+            # whichever thread triggers it, the event loop's included (measured with
+            # the earlier node-per-key index: a 290 ms loop stall at 1M). Frozen while
+            # it is still off, the collector skips everything alive now.
             gc.freeze()
 
     async def aget(self, key: KeyLike) -> CacheEntry | None:

@@ -43,7 +43,7 @@ _DATA_MEMBER = ',"data":'
 class CacheEntry:
     """One cached query result as this process sees it.
 
-    ``data`` is JSON (treat it as read-only: it is shared with other readers),
+    ``data`` is JSON (treat it as read-only: it may be shared with other readers),
     ``etag`` the resource state it was fetched at (if known), ``stale`` whether it
     was invalidated since, ``updated_at`` when the data was last stored (epoch
     seconds) and ``error`` the message of the last failed fetch, ``None`` after a
