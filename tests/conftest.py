@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -33,3 +34,14 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
     s.start()
     yield s
     s.stop()
+
+
+@pytest.fixture(autouse=True)
+def _unfrozen_heap() -> Iterator[None]:
+    """Give the collector back what a test's sync() froze (its gc_freeze, default on).
+
+    A long-running process freezes once; a test process runs hundreds of syncs, and the
+    garbage cycles of earlier tests frozen with them would never be freed.
+    """
+    yield
+    gc.unfreeze()

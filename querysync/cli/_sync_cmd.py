@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import logging
 import sys
 import time
@@ -35,12 +34,8 @@ async def run_sync(args: argparse.Namespace, console: Console) -> int:
     """
     tokens = await token_provider(args)
     running = await sync(args.ws, args.api, args.cache, token=tokens, window=args.window)
-    # The cache is loaded: about four long-lived objects per entry, which every full
-    # garbage collection would walk again (about 180 ms for 100,000 entries, holding the
-    # GIL, so the event loop and the cache's writer thread both stall). Freezing moves
-    # them out of the collector's sight for the life of the process. It is process-wide,
-    # so this command decides it for itself; the library never does.
-    gc.freeze()
+    # sync() froze the modules and the key index out of the collector's sight (its
+    # gc_freeze); this command is a long-running process, which is what that is for.
     live_view = not args.no_live and console.is_terminal
     try:
         with stop_on_signals() as stop:
