@@ -374,6 +374,7 @@ async def sync(
     session: aiohttp.ClientSession | None = None,
     on_reject: RejectHandler | None = None,
     source_options: dict[str, Any] | None = None,
+    api_options: dict[str, Any] | None = None,
     on_source: Callable[[WebSocketSource], None] | None = None,
     share: str | ShareConfig | None = None,
     bucket: str | None = None,
@@ -390,7 +391,9 @@ async def sync(
     cache opened here also takes it as its ``fetch_window`` (one fetch per key per window).
     ``registry`` defaults to :func:`querysync.nodetool_registry`. ``session`` is an
     aiohttp session to use for both the WebSocket and REST (not closed by ``stop()``).
-    ``source_options`` go to :func:`querysync.streams.websocket` (backoff, timeouts...).
+    ``source_options`` go to :func:`querysync.streams.websocket` (backoff, timeouts...),
+    ``api_options`` to :class:`querysync.NodeToolApi` (``timeout``, ``max_body``,
+    ``max_pages``, ``page_size``).
     ``token`` is a string or a :data:`querysync.TokenSource`, shared by the WebSocket
     (asked at every connection attempt) and REST (asked again after a 401): see
     :func:`querysync.streams.websocket` and :class:`querysync.NodeToolApi`.
@@ -416,7 +419,8 @@ async def sync(
         return await shared_sync(
             ws_url, api_url, cache, share=share, bucket=bucket, token=token, window=window,
             mirror=mirror, registry=registry, session=session, on_reject=on_reject,
-            source_options=source_options, on_source=on_source, gc_freeze=gc_freeze,
+            source_options=source_options, api_options=api_options, on_source=on_source,
+            gc_freeze=gc_freeze,
         )
     from .sinks import QueryCache
     from .streams import websocket
@@ -434,7 +438,7 @@ async def sync(
             http = aiohttp.ClientSession()
         # One provider for both: a token the WebSocket was given serves REST at once.
         tokens = token if isinstance(token, TokenProvider) else TokenProvider(token or None)
-        api = NodeToolApi(api_url, http, token=tokens)
+        api = NodeToolApi(api_url, http, token=tokens, **(api_options or {}))
         api.register(qc)
         source = websocket(
             ws_url, token=tokens, session=http, on_reject=on_reject, **(source_options or {})

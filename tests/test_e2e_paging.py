@@ -200,3 +200,32 @@ async def test_a_thread_created_on_page_3_while_down_is_found_by_the_resync(
     messages = cache.get(("messages", thread["id"]))
     assert messages is not None
     assert [m["content"] for m in obj(messages.data)["messages"]] == ["also while down"]
+
+
+async def test_sync_passes_its_api_options_to_the_rest_client(tmp_path: Path) -> None:
+    # sync() used to build NodeToolApi with its defaults only: max_pages and page_size
+    # were out of a mirror's reach.
+    server = NodeToolServer(ping_interval=None, stats_interval=None)
+    await server.start()
+    for i in range(THREADS):
+        server.create("thread", {"title": f"t{i}"})
+    cache = QueryCache(tmp_path / "cache", retries=0)
+    running = await sync(
+        server.ws_url, server.api_url, cache, window=0.02, source_options={"backoff": FAST},
+        api_options={"page_size": 4, "max_pages": 2},
+    )
+    try:
+        async with asyncio.timeout(20):
+            await server.wait_for_connections(1)
+            await running.settle(quiet=0.05)
+        entry = cache.get(("threads",))
+        assert entry is not None
+        body = obj(entry.data)
+        # Two pages of four, then cut: the entry says so instead of passing for whole.
+        assert len(body["threads"]) == 8
+        assert body["incomplete"] is True
+    finally:
+        async with asyncio.timeout(20):
+            await running.stop()
+            await cache.aclose()
+            await server.stop()
