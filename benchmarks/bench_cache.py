@@ -19,8 +19,9 @@ Each figure comes with a baseline measured in the same run on the same machine:
   - ``index``: :meth:`QueryCache.load_index` (what ``sync()`` does off the loop)
     against one SELECT of every key, each decoded (the least any key index costs);
   - ``RSS per entry``: resident growth from before the open to after the index is
-    read, and to after every key is read once minus the memory tier's own estimate
-    (target: at most 300 B per entry beyond the tier), against the JSON bytes per entry;
+    read, and to after every key is read once minus what emptying the memory tier
+    gives back (target: at most 300 B per entry beyond the tier), against the JSON
+    bytes per entry; and that resident size of the tier against ``memory_limit``;
   - ``invalidate_all``: its time on a running event loop against one
     ``diskcache.Cache.set``, and the longest stall of a 1 ms ticker meanwhile against
     the longest stall of the same ticker over an idle second (target: at most 50 ms);
@@ -249,6 +250,16 @@ _CHILD = textwrap.dedent(
         out["after_reads"] = rss() - before
         out["tier"] = stats["memory_bytes"]
         out["entries"] = stats["entries"]
+        # What the tier itself occupies, as resident memory: what emptying it gives back
+        # (freed heap returned to the system first, as a long-running process would).
+        import ctypes, gc
+        trim = ctypes.CDLL("libc.so.6").malloc_trim
+        trim(0)
+        full = rss()
+        cache._tier.clear()
+        gc.collect()
+        trim(0)
+        out["tier_resident"] = full - rss()
         cache.close()
     elif mode == "invalidate":
         cache = QueryCache(directory)
@@ -365,9 +376,10 @@ def _big_cache_figures(root: Path, entries: int, rounds: int = 3) -> list[Figure
         _large_cache(empty, 1)
     fixed = _child("memory", empty)
     after_index = max(0.0, memory["after_index"] - fixed["after_index"]) / count
-    # The tier's own size is an estimate; its budget (64 MiB by default) is what bounds
-    # it, so all growth past the budget counts as "beyond the tier".
-    beyond_tier = max(0.0, memory["after_reads"] - DEFAULT_MEMORY_LIMIT) / count
+    # Beyond the tier: all growth but what emptying the tier gives back (its resident
+    # size, allocator overhead included), which is reported against its budget.
+    tier_resident = memory["tier_resident"]
+    beyond_tier = max(0.0, memory["after_reads"] - tier_resident) / count
     inval = _child("invalidate", directory)
     stall_ms, idle_ms = inval["stall"] * 1e3, max(inval["idle_stall"] * 1e3, 1e-3)
     index_stall_ms = inval["index_stall"] * 1e3
@@ -396,12 +408,20 @@ def _big_cache_figures(root: Path, entries: int, rounds: int = 3) -> list[Figure
             met=after_index <= 300,
         ),
         _figure(
-            f"RSS per entry after reading every key, beyond the 64 MiB tier ({label})",
+            f"RSS per entry after reading every key, beyond the tier's resident size ({label})",
             beyond_tier,
             "B",
             per_entry_json,
             target="<= 300 B",
             met=beyond_tier <= 300,
+        ),
+        _figure(
+            f"memory tier's resident size after reading every key ({label}) vs memory_limit",
+            tier_resident / 2**20,
+            "MiB",
+            DEFAULT_MEMORY_LIMIT / 2**20,
+            target="ratio <= 1",
+            met=tier_resident <= DEFAULT_MEMORY_LIMIT,
         ),
         _figure(
             f"invalidate_all ({label}) vs one diskcache.Cache.set",

@@ -125,10 +125,10 @@ class QueryCache:
     - ``timeout``: SQLite lock timeout, default 10.0. Another process holding the
       write lock longer makes a batch retry later; nothing is lost.
     - ``memory_limit``: bytes of entry data kept in memory, default 64 MiB, counted as
-      each entry's JSON text plus 150 bytes (entries are held as text, which the garbage
-      collector never walks, and decoded on read; the 256 most recently used stay
-      decoded). Least recently used entries beyond it are dropped from memory (never
-      from disk). Watched keys stay in memory, decoded, whatever the limit.
+      each entry's JSON text and etag plus 410 bytes (entries are held as text, which
+      the garbage collector never walks, and decoded on read; the 256 most recently
+      used stay decoded). Least recently used entries beyond it are dropped from memory
+      (never from disk). Watched keys stay in memory, decoded, whatever the limit.
     - ``read_only``: default False. Creates, discards and writes nothing, ever: a
       mismatched buster or max_age is only reported (:attr:`discard_reason`), the
       entries stay readable, and every method that would change the cache raises

@@ -31,8 +31,11 @@ _RECENT = 256
 """Records most recently put or read, kept as objects (decoded once read): a fetch's
 caller, or a key read again and again, gets its data without a second decode."""
 
-_OVERHEAD = 150
-"""Bytes an unpinned entry costs beside its text (the tuple, the dict slot), estimated."""
+_OVERHEAD = 410
+"""Bytes an unpinned entry costs beside its text and etag. Counted by tracemalloc: the
+text's own header (49), the tuple (112), the ordered dict's slot and link (about 90),
+the float of ``updated_at`` (24), the etag's header (49); and about 90 more of the
+allocators' own (resident memory freed when the tier is emptied, per entry held)."""
 
 __all__ = ["DEFAULT_MEMORY_LIMIT", "MemoryTier"]
 
@@ -98,7 +101,7 @@ class MemoryTier:
             self._pinned[key] = record
             return
         self._drop(key)
-        size = _OVERHEAD + len(record.json())
+        size = _OVERHEAD + len(record.json()) + len(record.etag or "")
         if size > self._limit:
             return
         self._lru[key] = _held(record, size)

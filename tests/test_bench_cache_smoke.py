@@ -26,6 +26,7 @@ def test_bench_cache_small_run_reports_positive_figures() -> None:
         "index",
         "RSS",
         "RSS",
+        "memory",
         "invalidate_all",
         "longest",
         "longest",
