@@ -16,9 +16,9 @@ in this process.
 - ``shared failover``: from SIGKILL of the active ``querysync sync --share`` process
   to the standby process saying it is active (lease won, folder seeded from the
   bucket, sync started); baseline the lease (1 s); target <= lease + 1 s (2 s).
-- ``shared reader memory per entry``: resident bytes a SharedCache holds per entry
-  of a workflow-sized document, against a QueryCache on the same folder once it has
-  read every entry (which its memory tier then holds).
+- ``shared reader memory per entry``: Python heap bytes (tracemalloc) a SharedCache
+  holds per entry of a workflow-sized document, against a QueryCache on the same folder
+  once it has read every entry (which its memory tier then holds).
 
 Run ``python -m benchmarks shared`` from the repository root.
 """
@@ -26,12 +26,14 @@ Run ``python -m benchmarks shared`` from the repository root.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import statistics
 import sys
 import tempfile
 import time
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +46,6 @@ from querysync.sinks._shared_publish import Publisher
 from querysync.testing import free_port, nats_server_binary
 
 from ._figures import Figure, figure, percentile
-from ._process import settled_resident_bytes
 
 __all__ = ["run"]
 
@@ -229,7 +230,7 @@ async def _failover(nats: _Nats, tmp: Path) -> float:
 
 
 async def _memory(nats: _Nats, tmp: Path, entries: int) -> tuple[float, float]:
-    """Resident bytes per entry of a SharedCache and of a QueryCache holding the same."""
+    """Python heap bytes per entry of a SharedCache and of a QueryCache holding the same."""
     config = ShareConfig(nats.url, bucket="memory", lease=5.0)
     doc = {
         "name": "workflow", "access": "private", "description": "d" * 80,
@@ -246,18 +247,28 @@ async def _memory(nats: _Nats, tmp: Path, entries: int) -> tuple[float, float]:
             await asyncio.sleep(0.05)
         await publisher.stop()
         await conn.close()
-    before = settled_resident_bytes()
-    reader = await SharedCache(config).open()
-    shared = (settled_resident_bytes() - before) / entries
-    await reader.aclose()
-    del reader
-    before = settled_resident_bytes()
-    folder = await asyncio.to_thread(QueryCache, tmp / "memory")
-    # Opening alone reads no entry (the figure was a meaningless difference near zero):
-    # the baseline is a QueryCache once it has read every entry, all within its tier.
-    await asyncio.to_thread(_read_every_entry, folder)
-    plain = (settled_resident_bytes() - before) / entries
-    await folder.aclose()
+    # Python heap held (tracemalloc), not RSS: each side reuses memory the other freed,
+    # which made resident growth a meaningless difference (negative, then near zero).
+    tracemalloc.start()
+    try:
+        reader = await SharedCache(config).open()
+        gc.collect()
+        shared = tracemalloc.get_traced_memory()[0] / entries
+        await reader.aclose()
+        del reader
+    finally:
+        tracemalloc.stop()
+    tracemalloc.start()
+    try:
+        folder = await asyncio.to_thread(QueryCache, tmp / "memory")
+        # Opening alone reads no entry: the baseline is a QueryCache once it has read
+        # every entry, all within its memory tier.
+        await asyncio.to_thread(_read_every_entry, folder)
+        gc.collect()
+        plain = tracemalloc.get_traced_memory()[0] / entries
+        await folder.aclose()
+    finally:
+        tracemalloc.stop()
     return shared, plain
 
 

@@ -125,7 +125,7 @@ class QueryCache:
     - ``timeout``: SQLite lock timeout, default 10.0. Another process holding the
       write lock longer makes a batch retry later; nothing is lost.
     - ``memory_limit``: bytes of entry data kept in memory, default 64 MiB, counted as
-      each entry's JSON text and etag plus 410 bytes (entries are held as text, which
+      each entry's JSON text and etag plus 450 bytes (entries are held as text, which
       the garbage collector never walks, and decoded on read; the 256 most recently
       used stay decoded). Least recently used entries beyond it are dropped from memory
       (never from disk). Watched keys stay in memory, decoded, whatever the limit.
