@@ -14,8 +14,8 @@ _elements = st.sampled_from(["workflow", "w1", "w10", "w", "versions", 1, 2, Non
 _keys = st.lists(_elements, min_size=1, max_size=4).map(tuple)
 
 
-def _trie(keys: list[QueryKey]) -> KeyTrie:
-    trie = KeyTrie()
+def _trie(keys: list[QueryKey], *, split_at: int = 8192) -> KeyTrie:
+    trie = KeyTrie(split_at=split_at)
     for key in keys:
         trie.add(key)
     return trie
@@ -57,11 +57,18 @@ def test_add_twice_counts_once() -> None:
     assert len(trie) == 1
 
 
-@given(st.lists(_keys, max_size=30), st.lists(_keys, max_size=10), _keys, st.booleans())
+@given(
+    st.lists(_keys, max_size=30),
+    st.lists(_keys, max_size=10),
+    _keys,
+    st.booleans(),
+    st.sampled_from([8192, 2]),
+)
 def test_matching_equals_key_matches_scan(
-    added: list[QueryKey], removed: list[QueryKey], prefix: QueryKey, exact: bool
+    added: list[QueryKey], removed: list[QueryKey], prefix: QueryKey, exact: bool, split: int
 ) -> None:
-    trie = _trie(added)
+    # split_at=2: the marks and every bucket of more than two keys are split in shards.
+    trie = _trie(added, split_at=split)
     model = set(added)
     for key in removed:
         assert trie.discard(key) == (key in model)
@@ -76,6 +83,8 @@ def test_matching_equals_key_matches_scan(
     first = {k: k for k in reversed(added) if k in model}
     for key in found:
         assert repr(key) == repr(first[key])
+    assert trie.count_marked(0) == len(model)
+    assert set(trie) == model
 
 
 def test_ten_thousand_keys_leave_the_collector_next_to_nothing_to_walk() -> None:
@@ -89,3 +98,18 @@ def test_ten_thousand_keys_leave_the_collector_next_to_nothing_to_walk() -> None
     gc.collect()
     assert len(trie) == 10_000
     assert len(gc.get_objects()) - before < 100
+
+
+def test_a_million_keys_never_grow_one_dict_past_the_split() -> None:
+    # Growing a dict copies it whole in one C call holding the GIL: at a million keys,
+    # read on a worker thread, that stopped the event loop for up to 700 ms.
+    trie = KeyTrie(split_at=1000)
+    for i in range(20_000):
+        trie.add(("workflow", f"w{i}"), i % 3)
+    sizes = [len(d) for d in trie._marks] if isinstance(trie._marks, list) else []
+    bucket = trie._under[("workflow",)]
+    assert isinstance(bucket, list)
+    assert max(sizes) < 1000
+    assert max(len(d) for d in bucket) < 1000
+    assert len(trie.matching(("workflow",))) == 20_000
+    assert trie.mark_of(("workflow", "w7")) == 1
