@@ -234,11 +234,29 @@ class ResourceStore:
 
     def select(self, resource_type: str, **where: Any) -> list[dict[str, Any]]:
         """Copies of the resources of a type whose fields equal ``where``, oldest first."""
+        table = self._table(resource_type)
+        numbers, rest = self._numbers(resource_type, where)
+        owners = self._order[resource_type][1]
         return [
             copy.deepcopy(r)
-            for r in self._table(resource_type).values()
-            if all(r.get(k) == v for k, v in where.items())
+            for r in (table[owners[n]] for n in numbers)
+            if all(r.get(k) == v for k, v in rest.items())
         ]
+
+    def _numbers(
+        self, resource_type: str, where: dict[str, Any]
+    ) -> tuple[list[int], dict[str, Any]]:
+        """The creation numbers to look at for ``where`` (in order), and what is left of it.
+
+        A match on one parent field (a message's ``thread_id``) is the parent's own
+        children, every one of which matches: no resource of the type is looked at.
+        """
+        if len(where) == 1:
+            ((field, value),) = where.items()
+            children = self._by_parent[resource_type].get(field)
+            if children is not None:
+                return children.get(value, []), {}
+        return self._order[resource_type][0], where
 
     def page(
         self,
@@ -262,13 +280,8 @@ class ResourceStore:
             raise ValueError("limit must be at least 1")
         views = self._views[self._type(resource_type)]
         table = self._data[resource_type]
-        numbers, owners = self._order[resource_type]
-        if len(where) == 1:
-            ((field, value),) = where.items()
-            children = self._by_parent[resource_type].get(field)
-            if children is not None:
-                # Only this parent's children, every one of which matches.
-                numbers, where = children.get(value, []), {}
+        owners = self._order[resource_type][1]
+        numbers, where = self._numbers(resource_type, where)
         if newest_first:
             end = len(numbers) if after is None else bisect.bisect_left(numbers, after)
             positions: Iterable[int] = range(end - 1, -1, -1)
