@@ -119,14 +119,11 @@ async def _resync_type(
     fresh = await cache.confirm_many(_proofs(cache, ep, detail, listed.items))
     counts["confirmed"] += len(fresh)
     wanted: list[QueryKey] = []
-    children: list[QueryKey] = []
     for n, rid in enumerate(listed.items):
         if (detail, rid) not in fresh:
             wanted.append((detail, rid))
         for name in others:
             wanted.append((name, rid))
-            if _child_endpoint(name) is not None:
-                children.append((name, rid))
         if n % _YIELD_EVERY == _YIELD_EVERY - 1:
             await asyncio.sleep(0)
     # Gone: a resource some key of which is cached (its detail, or only its messages).
@@ -158,12 +155,12 @@ async def _resync_type(
         if child is not None:
             unions[name] = (_Listed(), child)
             unions[name][0].complete = listed.complete
-    kept = set(children)
 
     def take(key: QueryKey, entry: CacheEntry | BaseException | None) -> None:
-        if key in kept:
-            union, child = unions[str(key[0])]
-            union.add(entry, child)
+        # A listed resource's own list; a gone one's (fetched for its 404) is no item.
+        found = unions.get(str(key[0]))
+        if found is not None and key[1] in listed.items:
+            found[0].add(entry, found[1])
 
     await _fetch_spread(cache, wanted, width, take)
     counts["fetched"] += len(wanted)
