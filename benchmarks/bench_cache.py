@@ -199,9 +199,30 @@ def _cold_start(directory: Path, keys: list[QueryKey]) -> Figure:
     return _figure(f"cold_start ({loaded} entries)", ours, "s", baseline)
 
 
+# The 1 ms ticker both measuring children run: each gap between two ticks of the running
+# loop is appended to ``stalls`` until ``stop`` is set (the longest is the stall).
+_TICKER = textwrap.dedent(
+    """
+    import asyncio
+
+    def start_ticker(stalls, stop):
+        loop = asyncio.get_running_loop()
+
+        async def tick():
+            last = loop.time()
+            while not stop.is_set():
+                await asyncio.sleep(0.001)
+                now = loop.time()
+                stalls.append(now - last)
+                last = now
+
+        return asyncio.create_task(tick())
+    """
+)
+
 # Each measurement runs in a fresh interpreter, outside the checkout (whose querysync/
 # folder would shadow the installed package), and prints one JSON object.
-_CHILD = textwrap.dedent(
+_CHILD = _TICKER + textwrap.dedent(
     """
     import asyncio, json, os, sys, time
     mode, directory = sys.argv[1], sys.argv[2]
@@ -266,19 +287,9 @@ _CHILD = textwrap.dedent(
         cache = QueryCache(directory)
 
         async def measure():
-            loop = asyncio.get_running_loop()
             stalls = []
             stop = asyncio.Event()
-
-            async def ticker():
-                last = loop.time()
-                while not stop.is_set():
-                    await asyncio.sleep(0.001)
-                    now = loop.time()
-                    stalls.append(now - last)
-                    last = now
-
-            task = asyncio.create_task(ticker())
+            task = start_ticker(stalls, stop)
             await asyncio.sleep(1.0)
             idle = max(stalls)
             stalls.clear()
@@ -581,7 +592,7 @@ async def _restart_case(kind: str, n: int, changed: int, directory: Path) -> dic
 
 # The restart of the restart figures: sync() on the persisted cache until it settles,
 # a 1 ms ticker measuring the longest loop stall meanwhile; prints one JSON object.
-_RESTART_CHILD = textwrap.dedent(
+_RESTART_CHILD = _TICKER + textwrap.dedent(
     """
     import asyncio, json, sys, time
     from querysync import sync
@@ -593,16 +604,7 @@ _RESTART_CHILD = textwrap.dedent(
         loop = asyncio.get_running_loop()
         stalls = []
         stop = asyncio.Event()
-
-        async def ticker():
-            last = loop.time()
-            while not stop.is_set():
-                await asyncio.sleep(0.001)
-                now = loop.time()
-                stalls.append(now - last)
-                last = now
-
-        task = asyncio.create_task(ticker())
+        task = start_ticker(stalls, stop)
         await asyncio.sleep(0.5)
         idle = max(stalls)
         stalls.clear()
