@@ -243,6 +243,21 @@ async def test_the_sync_command_follows_a_rotating_token_file(tmp_path: Path) ->
             stderr=subprocess.PIPE,
             env=ENV,
         )
+        lines: list[str] = []
+
+        async def read_stderr() -> None:
+            assert proc.stderr is not None
+            while line := await proc.stderr.readline():
+                lines.append(line.decode())
+
+        def resynced() -> bool:
+            # Each reconnect starts a resync, logged when it ends ("resync: {...}"):
+            # stopped before that, entries are left stale, honestly but unproven.
+            ends = [i for i, text in enumerate(lines) if "resync: {" in text]
+            drops = [i for i, text in enumerate(lines) if "reconnecting in" in text]
+            return not drops or (bool(ends) and ends[-1] > drops[-1])
+
+        reader = asyncio.ensure_future(read_stderr())
         try:
             await until(lambda: server.connections == 1, START)
             workload = Workload(server, seed=3)
@@ -251,24 +266,31 @@ async def test_the_sync_command_follows_a_rotating_token_file(tmp_path: Path) ->
                 seen.add(path.read_text().strip())
                 await asyncio.sleep(0.05)
             await until(lambda: server.counts["tokens_expired"] >= 2, START)
-            # Stop between two expiries: once connected and REST has been quiet for a
-            # moment, every change and every reconnect so far has been fetched.
+            # Stop between two expiries: connected, the resync after the last reconnect
+            # ended, and REST quiet for a moment: every change so far has been fetched.
+            # (REST alone fell quiet mid-resync on a loaded machine, while rows were read.)
             last, quiet_since = -1, 0.0
             loop = asyncio.get_running_loop()
             async with asyncio.timeout(START):
                 while loop.time() - quiet_since < 0.6:
-                    if server.counts["rest_requests"] != last or server.connections != 1:
+                    busy = server.connections != 1 or not resynced()
+                    if server.counts["rest_requests"] != last or busy:
                         last, quiet_since = server.counts["rest_requests"], loop.time()
                     await asyncio.sleep(0.02)
             proc.send_signal(signal.SIGTERM)
             async with asyncio.timeout(START):
-                out, err = await proc.communicate()
+                await proc.wait()
+                await reader
+                assert proc.stdout is not None
+                out = await proc.stdout.read()
         finally:
             if proc.returncode is None:
                 proc.kill()
-                await proc.communicate()
-        assert proc.returncode == 0, err.decode()
-        stderr = err.decode()
+                await proc.wait()
+            reader.cancel()
+        stderr = "".join(lines)
+        assert proc.returncode == 0, stderr
+        assert any("resync: {" in text for text in lines), stderr[-3000:]
         with QueryCache(directory) as cache:
             fresh = server.issue_token()
             async with aiohttp.ClientSession() as session:
